@@ -1,0 +1,56 @@
+"""gradfit: reusable, compiled training loops for TensorFlow 2.
+
+Bring a :class:`Model`, a :class:`Loss` and an :class:`UpdateRule`; a
+:class:`Trainer` fits them with a compiled ``GradientTape`` step while
+callbacks record what happened::
+
+    import gradfit as gf
+
+    history = gf.Trainer(gf.LinearModel(), gf.L2(), gf.SGD(0.1)).fit(x, y, epochs=10)
+"""
+
+from gradfit import callbacks
+from gradfit.callbacks import (
+    Callback,
+    EarlyStopping,
+    History,
+    LambdaCallback,
+    RecordVariables,
+)
+from gradfit.losses import (
+    L1,
+    L2,
+    BinaryCrossentropy,
+    Huber,
+    Loss,
+    SparseCategoricalCrossentropy,
+)
+from gradfit.models import MLP, LinearModel, Model
+from gradfit.trainer import Trainer
+from gradfit.update_rules import SGD, UpdateRule
+from gradfit.update_rules.keras import KerasOptimizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "L1",
+    "L2",
+    "MLP",
+    "SGD",
+    "BinaryCrossentropy",
+    "Callback",
+    "EarlyStopping",
+    "History",
+    "Huber",
+    "KerasOptimizer",
+    "LambdaCallback",
+    "LinearModel",
+    "Loss",
+    "Model",
+    "RecordVariables",
+    "SparseCategoricalCrossentropy",
+    "Trainer",
+    "UpdateRule",
+    "__version__",
+    "callbacks",
+]

@@ -1,0 +1,160 @@
+"""Callback: no-op hooks the Trainer's eager outer loop calls; CallbackList fans them out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from gradfit import _validation as v
+
+if TYPE_CHECKING:
+    from gradfit.trainer import Trainer
+
+Logs = dict[str, float]
+
+HOOKS = (
+    "on_train_begin",
+    "on_train_end",
+    "on_epoch_begin",
+    "on_epoch_end",
+    "on_train_batch_begin",
+    "on_train_batch_end",
+)
+
+
+class Callback:
+    """Base class of callbacks: override only the hooks you need.
+
+    Hooks run in the eager outer loop, never inside the compiled step. A
+    callback reaches the trainer as ``self.trainer`` (and so the model as
+    ``self.trainer.model``) and may stop training with
+    ``self.trainer.stop_training = True``. ``self.params`` holds
+    ``epochs``, ``steps`` (batches per epoch, or ``None``) and ``metrics``
+    (the names the epoch logs will carry).
+
+    Logs hold Python floats: batch logs the step's ``loss`` and metrics;
+    epoch logs their means over the epoch's examples, plus ``val_*`` entries
+    when there is validation data.
+    """
+
+    def __init__(self) -> None:
+        self.trainer: Trainer | None = None
+        self.params: dict[str, Any] = {}
+
+    def set_trainer(self, trainer: Trainer) -> None:
+        """Attaches the callback to ``trainer`` (done by ``fit``)."""
+        self.trainer = trainer
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        """Receives the run's parameters (done by ``fit``)."""
+        self.params = params
+
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        """Called once, before the first epoch."""
+
+    def on_train_end(self, logs: Logs | None = None) -> None:
+        """Called once, after the last epoch, with the last epoch's logs."""
+
+    def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
+        """Called at the start of epoch ``epoch`` (from 0)."""
+
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
+        """Called at the end of epoch ``epoch`` with the epoch's logs."""
+
+    def on_train_batch_begin(self, batch: int, logs: Logs | None = None) -> None:
+        """Called before training step ``batch`` (from 0 in each epoch)."""
+
+    def on_train_batch_end(self, batch: int, logs: Logs | None = None) -> None:
+        """Called after training step ``batch`` with that step's logs."""
+
+
+def overrides(callback: Callback, hook: str) -> bool:
+    """Whether ``callback`` implements ``hook`` (a no-op base hook costs nothing to skip)."""
+    if hook in vars(callback):  # installed on the instance, as LambdaCallback does
+        return True
+    return getattr(type(callback), hook) is not getattr(Callback, hook)
+
+
+def check_callbacks(name: str, callbacks: Any) -> list[Callback]:
+    """Checks that ``callbacks`` is an iterable of :class:`Callback` instances."""
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, Callback):
+        return [callbacks]
+    if isinstance(callbacks, str | bytes | dict) or not isinstance(callbacks, Iterable):
+        raise TypeError(
+            f"`{name}` must be a sequence of gradfit Callback objects. "
+            f"{v.received(name, callbacks)}"
+        )
+    found = list(callbacks)
+    for item in found:
+        if not isinstance(item, Callback):
+            raise TypeError(
+                f"`{name}` must contain only gradfit Callback objects (subclass "
+                f"gradfit.callbacks.Callback, or use LambdaCallback). Received an element of "
+                f"type {type(item).__name__}: {v._echo(item)}"
+            )
+    return found
+
+
+class CallbackList(Callback):
+    """Calls every hook on each of its callbacks, in order.
+
+    Args:
+        callbacks: The callbacks.
+    """
+
+    def __init__(self, callbacks: Iterable[Callback] = ()) -> None:
+        super().__init__()
+        self.callbacks = check_callbacks("callbacks", list(callbacks))
+
+    @property
+    def wants_batch_logs(self) -> bool:
+        """Whether any callback overrides a batch hook (otherwise steps need no host sync)."""
+        return any(
+            overrides(cb, hook)
+            for cb in self.callbacks
+            for hook in ("on_train_batch_begin", "on_train_batch_end")
+        )
+
+    def set_trainer(self, trainer: Trainer) -> None:
+        """Attaches every callback to ``trainer``."""
+        super().set_trainer(trainer)
+        for cb in self.callbacks:
+            cb.set_trainer(trainer)
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        """Passes ``params`` to every callback."""
+        super().set_params(params)
+        for cb in self.callbacks:
+            cb.set_params(params)
+
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        """Calls ``on_train_begin`` on every callback."""
+        for cb in self.callbacks:
+            cb.on_train_begin(logs)
+
+    def on_train_end(self, logs: Logs | None = None) -> None:
+        """Calls ``on_train_end`` on every callback."""
+        for cb in self.callbacks:
+            cb.on_train_end(logs)
+
+    def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
+        """Calls ``on_epoch_begin`` on every callback."""
+        for cb in self.callbacks:
+            cb.on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
+        """Calls ``on_epoch_end`` on every callback."""
+        for cb in self.callbacks:
+            cb.on_epoch_end(epoch, logs)
+
+    def on_train_batch_begin(self, batch: int, logs: Logs | None = None) -> None:
+        """Calls ``on_train_batch_begin`` on every callback."""
+        for cb in self.callbacks:
+            cb.on_train_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch: int, logs: Logs | None = None) -> None:
+        """Calls ``on_train_batch_end`` on every callback."""
+        for cb in self.callbacks:
+            cb.on_train_batch_end(batch, logs)

@@ -1,0 +1,314 @@
+"""Inputs: validation, conversion, and batching.
+
+Everything a user hands to ``fit``, ``evaluate`` or ``predict`` passes
+through here once, before any variable changes. Arrays, tensors and Python
+lists are checked (numeric, rectangular, non-empty, finite, matching
+lengths), converted to tensors of the model's float dtype (integer and
+boolean features too; integer targets stay integers, for class labels) and
+then sliced into batches. A ``tf.data.Dataset`` of ``(x, y)`` batches is
+checked through its ``element_spec`` and its features cast the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from gradfit import _validation as v
+
+_NUMERIC_KINDS = "biuf"
+
+
+def _describe(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if shape is not None and dtype is not None:
+        return f"{type(value).__name__} of shape {tuple(shape)} and dtype {dtype}"
+    return v._echo(value)
+
+
+def to_tensor(name: str, value: Any, float_dtype: tf.DType, *, keep_int: bool = False) -> tf.Tensor:
+    """Checks an array-like input and returns it as a tensor.
+
+    Args:
+        name: The argument's name, for error messages (``"x"``, ``"y"``, ...).
+        value: A NumPy array, a tensor, a Python list or a number sequence.
+        float_dtype: The dtype floating-point (and, unless ``keep_int``,
+            integer and boolean) data is cast to.
+        keep_int: Keep integer data as integers (class labels).
+
+    Raises:
+        TypeError: ``None``, strings, objects, complex numbers, ragged or
+            sparse tensors.
+        ValueError: Ragged lists, scalars, empty data, NaN or infinity.
+    """
+    if value is None:
+        raise TypeError(f"`{name}` must be an array, a tensor or a list; got None.")
+    if isinstance(value, tf.data.Dataset):
+        raise TypeError(
+            f"`{name}` cannot be a tf.data.Dataset here; pass a Dataset of (x, y) batches as `x`. "
+            f"{v.received(name, value)}"
+        )
+    if isinstance(value, tf.RaggedTensor | tf.SparseTensor):
+        raise TypeError(
+            f"`{name}` must be a dense array or tensor, not a {type(value).__name__}. "
+            f"{v.received(name, value)}"
+        )
+    if tf.is_tensor(value):
+        tensor = tf.convert_to_tensor(value)
+        kind = tensor.dtype.as_numpy_dtype().dtype.kind if tensor.dtype != tf.string else "U"
+        shape: tuple[int, ...] = tuple(tensor.shape.as_list())
+    else:
+        try:
+            array = np.asarray(value)
+        except (ValueError, TypeError) as err:
+            raise ValueError(
+                f"`{name}` must be rectangular (all rows of equal length), numeric data. "
+                f"Could not convert it to an array ({err}). {v.received(name, value)}"
+            ) from None
+        kind = array.dtype.kind
+        shape = array.shape
+        tensor = None
+    if kind not in _NUMERIC_KINDS:
+        raise TypeError(
+            f"`{name}` must hold numbers (bool, int or float), not dtype "
+            f"{'string' if kind in 'USa' else 'object' if kind == 'O' else kind!r}. "
+            f"Received: {name}={_describe(value)}"
+        )
+    if len(shape) == 0:
+        raise ValueError(
+            f"`{name}` must have an examples axis (rank >= 1); got a scalar. "
+            f"{v.received(name, value)}"
+        )
+    if math.prod(shape) == 0:
+        raise ValueError(f"`{name}` must not be empty. Received: {name}.shape={shape}")
+    if tensor is None:
+        if kind == "f" and not np.isfinite(array).all():
+            bad = np.argwhere(~np.isfinite(array))[0]
+            raise ValueError(
+                f"`{name}` must be finite; it holds NaN or infinity, first at index "
+                f"{tuple(int(i) for i in bad)}. Received: {name}={_describe(value)}"
+            )
+        tensor = tf.convert_to_tensor(array)
+    elif kind == "f" and not bool(tf.reduce_all(tf.math.is_finite(tensor))):
+        raise ValueError(
+            f"`{name}` must be finite; it holds NaN or infinity. "
+            f"Received: {name}={_describe(value)}"
+        )
+    if kind in "iu" and keep_int:
+        return tensor
+    return tensor if tensor.dtype == float_dtype else tf.cast(tensor, float_dtype)
+
+
+@dataclass
+class ArrayData:
+    """In-memory examples, sliced into batches of ``batch_size``.
+
+    Attributes:
+        x: Features, examples first.
+        y: Targets (``None`` for ``predict``), examples first.
+        batch_size: Examples per batch; the last batch may be smaller.
+    """
+
+    x: tf.Tensor
+    y: tf.Tensor | None
+    batch_size: int
+
+    @property
+    def num_examples(self) -> int:
+        """Number of examples."""
+        return int(self.x.shape[0])
+
+    @property
+    def steps(self) -> int:
+        """Number of batches per pass over the data."""
+        return math.ceil(self.num_examples / self.batch_size)
+
+    @property
+    def x_spec(self) -> tf.TensorSpec:
+        """Spec of a batch of features (examples axis of unknown size)."""
+        return tf.TensorSpec([None, *self.x.shape[1:]], self.x.dtype)
+
+    @property
+    def y_spec(self) -> tf.TensorSpec | None:
+        """Spec of a batch of targets (examples axis of unknown size)."""
+        if self.y is None:
+            return None
+        return tf.TensorSpec([None, *self.y.shape[1:]], self.y.dtype)
+
+    def batches(
+        self, shuffle: bool = False, generator: tf.random.Generator | None = None
+    ) -> Iterator[tuple[tf.Tensor, tf.Tensor | None, int]]:
+        """Yields ``(x_batch, y_batch, batch_size)`` for one pass over the data.
+
+        Args:
+            shuffle: Visit the examples in a fresh random order (drawn from
+                ``generator``); a single full batch is never shuffled, since
+                its mean gradient does not depend on the order.
+            generator: Source of the permutation when shuffling.
+        """
+        n, size = self.num_examples, self.batch_size
+        order = None
+        if shuffle and self.steps > 1:
+            if generator is None:
+                raise ValueError("`generator` is required when shuffling.")
+            order = tf.argsort(generator.uniform([n]), stable=True)
+        for start in range(0, n, size):
+            stop = min(start + size, n)
+            if order is None:
+                if start == 0 and stop == n:
+                    yield self.x, self.y, n
+                else:
+                    yield self.x[start:stop], None if self.y is None else self.y[start:stop], (
+                        stop - start
+                    )
+            else:
+                idx = order[start:stop]
+                y_batch = None if self.y is None else tf.gather(self.y, idx)
+                yield tf.gather(self.x, idx), y_batch, stop - start
+
+
+@dataclass
+class DatasetData:
+    """A ``tf.data.Dataset`` of ``(x, y)`` batches, features cast to the model's dtype."""
+
+    dataset: tf.data.Dataset
+    x_spec: tf.TensorSpec
+    y_spec: tf.TensorSpec | None
+
+    @property
+    def steps(self) -> int | None:
+        """Batches per pass, if the dataset knows its length."""
+        cardinality = int(self.dataset.cardinality())
+        return cardinality if cardinality >= 0 else None
+
+    def batches(
+        self, shuffle: bool = False, generator: tf.random.Generator | None = None
+    ) -> Iterator[tuple[tf.Tensor, tf.Tensor | None, int | None]]:
+        """Yields ``(x_batch, y_batch, None)`` for one pass over the dataset.
+
+        ``shuffle`` and ``generator`` are ignored: a dataset shuffles itself.
+        """
+        for element in self.dataset:
+            if self.y_spec is None:
+                yield element, None, None
+            else:
+                yield element[0], element[1], None
+
+
+Data = ArrayData | DatasetData
+
+
+def _dataset_spec(
+    name: str, part: str, spec: Any, float_dtype: tf.DType, *, keep_int: bool
+) -> tf.TensorSpec:
+    if not isinstance(spec, tf.TensorSpec):
+        raise TypeError(
+            f"`{name}` must yield dense tensors; its {part} are not. "
+            f"Received: {part} spec {spec}"
+        )
+    if spec.dtype == tf.string or not (
+        spec.dtype.is_floating or spec.dtype.is_integer or spec.dtype.is_bool
+    ):
+        raise TypeError(
+            f"`{name}` must yield numeric {part}. Received: {part} dtype {spec.dtype.name}"
+        )
+    if spec.shape.rank is None or spec.shape.rank == 0:
+        raise ValueError(
+            f"`{name}` must yield batches: its {part} need rank >= 1. "
+            f"Received: {part} shape {spec.shape}"
+        )
+    dtype = spec.dtype if keep_int and spec.dtype.is_integer else float_dtype
+    return tf.TensorSpec([None, *spec.shape[1:]], dtype)
+
+
+def from_dataset(
+    name: str, dataset: tf.data.Dataset, float_dtype: tf.DType, *, with_targets: bool = True
+) -> DatasetData:
+    """Checks a dataset's ``element_spec`` and casts its features.
+
+    Args:
+        name: The argument's name for messages.
+        dataset: Elements are ``(x, y)`` batches (or ``x`` batches when
+            ``with_targets`` is false).
+        float_dtype: The model's float dtype.
+        with_targets: Whether elements carry targets.
+    """
+    spec = dataset.element_spec
+    if with_targets:
+        if not isinstance(spec, tuple) or len(spec) != 2:
+            raise ValueError(
+                f"`{name}` must be a tf.data.Dataset of (x, y) batches. "
+                f"Received: a Dataset with element_spec={spec}"
+            )
+        x_spec = _dataset_spec(name, "features", spec[0], float_dtype, keep_int=False)
+        y_spec = _dataset_spec(name, "targets", spec[1], float_dtype, keep_int=True)
+
+        def cast(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            return tf.cast(x, x_spec.dtype), tf.cast(y, y_spec.dtype)
+
+        dataset = dataset.map(cast)
+        return DatasetData(dataset.prefetch(tf.data.AUTOTUNE), x_spec, y_spec)
+    if isinstance(spec, tuple) and len(spec) == 2:
+        spec = spec[0]
+        dataset = dataset.map(lambda x, _y: x)
+    x_spec = _dataset_spec(name, "features", spec, float_dtype, keep_int=False)
+    dataset = dataset.map(lambda x: tf.cast(x, x_spec.dtype))
+    return DatasetData(dataset.prefetch(tf.data.AUTOTUNE), x_spec, None)
+
+
+def prepare(
+    x: Any,
+    y: Any,
+    *,
+    float_dtype: tf.DType,
+    batch_size: int | None,
+    names: tuple[str, str] = ("x", "y"),
+    with_targets: bool = True,
+) -> Data:
+    """Validates ``x`` and ``y`` and returns batchable data.
+
+    Args:
+        x: Features, or a ``tf.data.Dataset`` of ``(x, y)`` batches.
+        y: Targets; must be ``None`` when ``x`` is a dataset.
+        float_dtype: The model's float dtype.
+        batch_size: Examples per batch; ``None`` means all in one batch. Must
+            be ``None`` for datasets, which are batched already.
+        names: The names of the two arguments, for messages.
+        with_targets: ``False`` for ``predict``, where ``y`` is not used.
+    """
+    x_name, y_name = names
+    batch_size = v.optional_positive_int("batch_size", batch_size)
+    if isinstance(x, tf.data.Dataset):
+        if y is not None:
+            raise ValueError(
+                f"`{y_name}` must be None when `{x_name}` is a tf.data.Dataset (the dataset "
+                f"yields the targets). Received: {y_name}={_describe(y)}"
+            )
+        if batch_size is not None:
+            raise ValueError(
+                f"`batch_size` must be None when `{x_name}` is a tf.data.Dataset (it is batched "
+                f"already). Received: batch_size={batch_size}"
+            )
+        return from_dataset(x_name, x, float_dtype, with_targets=with_targets)
+    x_tensor = to_tensor(x_name, x, float_dtype)
+    y_tensor = None
+    if with_targets:
+        if y is None:
+            raise TypeError(
+                f"`{y_name}` is required when `{x_name}` is an array; got None. Pass targets, or "
+                f"a tf.data.Dataset of (x, y) batches as `{x_name}`."
+            )
+        y_tensor = to_tensor(y_name, y, float_dtype, keep_int=True)
+        if y_tensor.shape[0] != x_tensor.shape[0]:
+            raise ValueError(
+                f"`{x_name}` and `{y_name}` must have the same number of examples. Received: "
+                f"{x_name}.shape={tuple(x_tensor.shape)}, {y_name}.shape={tuple(y_tensor.shape)}"
+            )
+    n = int(x_tensor.shape[0])
+    return ArrayData(x_tensor, y_tensor, n if batch_size is None else min(batch_size, n))

@@ -1,0 +1,268 @@
+"""The UpdateRule interface: ``build`` state once, ``apply`` gradients in place.
+
+A rule is a ``tf.Module``: its learning rate, its ``iterations`` counter and
+its slot variables are all trackable, so ``tf.train.Checkpoint`` saves and
+restores them with the model. Writing one takes a few lines::
+
+    class SignSGD(gf.UpdateRule):
+        def apply(self, gradients, variables):
+            lr = self.current_learning_rate()
+            for g, var in zip(gradients, variables):
+                var.assign_sub(tf.cast(lr, var.dtype) * tf.sign(g))
+
+gradfit wraps every subclass's ``apply`` so that, before the subclass's own
+code runs, the arguments are checked (equal lengths, matching dtypes and
+shapes), pairs whose gradient is ``None`` are dropped (all ``None`` is an
+error), state is built if it was not, and ``tf.IndexedSlices`` gradients are
+made dense unless the class sets ``supports_sparse = True``. After it runs,
+``iterations`` is incremented. A subclass's ``apply`` therefore only ever
+sees matched, non-``None`` pairs, and the k-th call (from 0) sees
+``iterations == k``.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import tensorflow as tf
+
+from gradfit import _validation as v
+
+Gradient = tf.Tensor | tf.IndexedSlices | None
+
+_HALF_DTYPES = (tf.float16, tf.bfloat16)
+
+
+class _VariableIndex:
+    """Maps variables to their position in the rule's state (not tracked by tf.Module)."""
+
+    def __init__(self) -> None:
+        self.positions: dict[Any, int] = {}
+        self.variables: list[tf.Variable] = []
+
+    def add(self, variable: tf.Variable) -> bool:
+        key = variable.ref()
+        if key in self.positions:
+            return False
+        self.positions[key] = len(self.variables)
+        self.variables.append(variable)
+        return True
+
+    def __contains__(self, variable: tf.Variable) -> bool:
+        return variable.ref() in self.positions
+
+    def __getitem__(self, variable: tf.Variable) -> int:
+        return self.positions[variable.ref()]
+
+
+def _check_learning_rate(value: Any) -> float:
+    number = v.real_number("learning_rate", value)
+    if math.isnan(number) or math.isinf(number) or number < 0:
+        raise ValueError(
+            "`learning_rate` must be a finite, non-negative number. "
+            f"{v.received('learning_rate', value)}"
+        )
+    return number
+
+
+class UpdateRule(tf.Module, abc.ABC):
+    """Base class of update rules (optimizers).
+
+    Subclasses implement :meth:`apply`; rules with state override
+    :meth:`create_state` and create slots there with :meth:`add_slot`.
+
+    Args:
+        learning_rate: A finite, non-negative number. It is held in a
+            ``tf.Variable``, so setting ``rule.learning_rate = 0.01`` later
+            (from a callback, say) never retraces the compiled step.
+        name: Name of the module.
+    """
+
+    supports_sparse: ClassVar[bool] = False
+    """Whether :meth:`apply` handles ``tf.IndexedSlices`` gradients itself."""
+
+    def __init__(self, learning_rate: float = 0.01, *, name: str | None = None) -> None:
+        super().__init__(name=name)
+        rate = _check_learning_rate(learning_rate)
+        with tf.init_scope():
+            self._learning_rate = tf.Variable(
+                rate, dtype=tf.float32, trainable=False, name="learning_rate"
+            )
+            self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
+        self._slots: dict[str, tf.Variable] = {}  # "<variable position>/<slot name>" -> slot
+        self._index = _VariableIndex()
+        self._built = False
+        self._in_apply = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        apply = cls.__dict__.get("apply")
+        if apply is not None and not getattr(apply, "__isabstractmethod__", False):
+            cls.apply = _checked_apply(apply)  # type: ignore[method-assign]
+
+    # -- hyperparameters -------------------------------------------------
+
+    @property
+    def learning_rate(self) -> tf.Variable:
+        """The learning-rate variable; assign a number to change it without retracing."""
+        return self._learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        self._learning_rate.assign(_check_learning_rate(value))
+
+    def current_learning_rate(self) -> tf.Tensor:
+        """The learning rate for the update about to be made (a float32 tensor).
+
+        Computed in-graph, so it may depend on ``iterations`` without retracing.
+        """
+        return tf.convert_to_tensor(self._learning_rate)
+
+    # -- state -----------------------------------------------------------
+
+    @property
+    def built(self) -> bool:
+        """Whether :meth:`build` has created state for some variables."""
+        return self._built
+
+    def build(self, variables: Sequence[tf.Variable]) -> None:
+        """Creates the rule's state for ``variables``, eagerly; idempotent.
+
+        Calling it again with the same variables does nothing; variables it
+        has not seen get their state added.
+
+        Args:
+            variables: The variables the rule will update.
+        """
+        variables = _check_variables(variables)
+        new = [var for var in variables if self._index.add(var)]
+        if new or not self._built:
+            with tf.init_scope():
+                self.create_state(new)
+        self._built = True
+
+    def create_state(self, variables: Sequence[tf.Variable]) -> None:  # noqa: B027
+        """Creates slot variables for ``variables`` (called once per variable by build).
+
+        The default creates nothing. Override it in rules with state, using
+        :meth:`add_slot`.
+        """
+
+    def add_slot(self, variable: tf.Variable, name: str, initial_value: float = 0.0) -> tf.Variable:
+        """Creates a slot of ``variable``'s shape, filled with ``initial_value``.
+
+        Slots of half-precision variables are kept in float32.
+
+        Args:
+            variable: The variable the slot belongs to (already seen by build).
+            name: The slot's name, e.g. ``"momentum"``.
+            initial_value: Its initial value.
+        """
+        dtype = tf.float32 if variable.dtype in _HALF_DTYPES else variable.dtype
+        slot_name = variable.name.split(":")[0].replace("/", "_") + "_" + name
+        with tf.init_scope():
+            slot = tf.Variable(
+                tf.fill(variable.shape, tf.constant(initial_value, dtype)),
+                trainable=False,
+                name=slot_name,
+            )
+        self._slots[f"{self._index[variable]}/{name}"] = slot
+        return slot
+
+    def get_slot(self, variable: tf.Variable, name: str) -> tf.Variable:
+        """Returns the slot ``name`` of ``variable``."""
+        return self._slots[f"{self._index[variable]}/{name}"]
+
+    # -- the update ------------------------------------------------------
+
+    @abc.abstractmethod
+    def apply(self, gradients: Sequence[Gradient], variables: Sequence[tf.Variable]) -> None:
+        """Updates ``variables`` in place from ``gradients`` (one per variable).
+
+        Runs inside the compiled training step. See the module docstring for
+        the checks gradfit makes before a subclass's ``apply`` runs.
+        """
+
+
+def _check_variables(variables: Any) -> list[tf.Variable]:
+    if isinstance(variables, tf.Variable):
+        variables = [variables]
+    try:
+        variables = list(variables)
+    except TypeError:
+        raise TypeError(
+            f"`variables` must be a sequence of tf.Variable. {v.received('variables', variables)}"
+        ) from None
+    for var in variables:
+        if not isinstance(var, tf.Variable):
+            raise TypeError(
+                "`variables` must contain only tf.Variable objects. "
+                f"Received an element of type {type(var).__name__}: {var!r}"
+            )
+    return variables
+
+
+def _check_pairs(
+    rule: UpdateRule, gradients: Any, variables: Any
+) -> tuple[list[Gradient], list[tf.Variable]]:
+    variables = _check_variables(variables)
+    if isinstance(gradients, tf.Tensor | tf.IndexedSlices):
+        gradients = [gradients]
+    gradients = list(gradients)
+    if len(gradients) != len(variables):
+        raise ValueError(
+            "`gradients` and `variables` must have the same length. Received: "
+            f"len(gradients)={len(gradients)}, len(variables)={len(variables)}"
+        )
+    kept_g: list[Gradient] = []
+    kept_v: list[tf.Variable] = []
+    for g, var in zip(gradients, variables, strict=True):
+        if g is None:
+            continue
+        if not isinstance(g, tf.IndexedSlices):
+            g = tf.convert_to_tensor(g)
+        if g.dtype != var.dtype:
+            raise TypeError(
+                f"`gradients` for variable {var.name!r} has dtype {g.dtype.name}, but the "
+                f"variable has dtype {var.dtype.name}."
+            )
+        shape = g.dense_shape if isinstance(g, tf.IndexedSlices) else g.shape
+        if isinstance(g, tf.Tensor) and not shape.is_compatible_with(var.shape):
+            raise ValueError(
+                f"`gradients` for variable {var.name!r} has shape {shape}, but the variable "
+                f"has shape {var.shape}."
+            )
+        if isinstance(g, tf.IndexedSlices) and not rule.supports_sparse:
+            g = tf.convert_to_tensor(g)
+        kept_g.append(g)
+        kept_v.append(var)
+    if not kept_v:
+        names = [var.name for var in variables]
+        raise ValueError(
+            f"No gradients provided for any variable (every gradient is None). Variables: {names}. "
+            "Check that the loss depends on the model's variables."
+        )
+    return kept_g, kept_v
+
+
+def _checked_apply(apply: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(apply)
+    def checked(self: UpdateRule, gradients: Any, variables: Any) -> None:
+        if getattr(self, "_in_apply", False):  # a subclass's apply calling super().apply
+            apply(self, gradients, variables)
+            return
+        gradients, variables = _check_pairs(self, gradients, variables)
+        if any(var not in self._index for var in variables):
+            self.build(variables)
+        self._in_apply = True
+        try:
+            apply(self, gradients, variables)
+        finally:
+            self._in_apply = False
+        self.iterations.assign_add(1)
+
+    return checked

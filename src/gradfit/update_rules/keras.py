@@ -1,0 +1,63 @@
+"""KerasOptimizer: any Keras 3 optimizer as a gradfit UpdateRule."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from gradfit import _validation as v
+from gradfit.update_rules.base import UpdateRule
+
+
+class KerasOptimizer(UpdateRule):
+    """Wraps a ``keras.optimizers.Optimizer`` (``tf.optimizers.*``) as an UpdateRule.
+
+    The optimizer is built eagerly on the model's variables by the Trainer;
+    its slot variables and its own ``iterations`` are tracked by this module,
+    so ``tf.train.Checkpoint`` saves them with the rest of the trainer. The
+    learning rate is the optimizer's own: read and set it on the optimizer.
+
+    Args:
+        optimizer: A Keras 3 optimizer instance.
+        name: Name of the module.
+
+    Example::
+
+        rule = gf.KerasOptimizer(tf.optimizers.Adam(1e-3))
+    """
+
+    supports_sparse = True
+
+    def __init__(self, optimizer: Any, *, name: str | None = None) -> None:
+        if not isinstance(optimizer, keras.optimizers.Optimizer):
+            raise TypeError(
+                "`optimizer` must be a Keras optimizer such as tf.optimizers.Adam(1e-3). "
+                f"{v.received('optimizer', optimizer)}"
+            )
+        super().__init__(0.0, name=name)
+        self.optimizer = optimizer
+
+    @property
+    def learning_rate(self) -> Any:
+        """The wrapped optimizer's learning rate."""
+        return self.optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        self.optimizer.learning_rate = value
+
+    def current_learning_rate(self) -> tf.Tensor:
+        """The learning rate the wrapped optimizer will use for its next update."""
+        return tf.cast(self.optimizer._get_current_learning_rate(), tf.float32)
+
+    def create_state(self, variables: Sequence[tf.Variable]) -> None:
+        """Builds the wrapped optimizer on every variable seen so far."""
+        if variables:
+            self.optimizer.build(list(self._index.variables))
+
+    def apply(self, gradients: Sequence[Any], variables: Sequence[tf.Variable]) -> None:
+        """Lets the wrapped optimizer update ``variables``."""
+        self.optimizer.apply(list(gradients), list(variables))
