@@ -1,0 +1,62 @@
+"""The examples run, and linear_regression.py prints what the tutorial's loop prints."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_trainer import tutorial_loop
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+LINE = re.compile(r"^Epoch +(\d+): W=(\d+\.\d\d) b=(-?\d+\.\d\d), loss=(\d+\.\d{5})$")
+
+
+def run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args],
+        capture_output=True, text=True, cwd=cwd, env=env, check=True,
+    )
+
+
+@pytest.mark.slow
+def test_linear_regression_prints_the_tutorials_lines_and_saves_figures(tmp_path):
+    result = run("linear_regression.py", "--out-dir", str(tmp_path), cwd=tmp_path)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 10
+    matches = [LINE.match(line) for line in lines]
+    assert all(matches), lines
+    assert [int(m.group(1)) for m in matches] == list(range(10))
+
+    # The same numbers from the tutorial's own loop on the example's data.
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import linear_regression
+    finally:
+        sys.path.pop(0)
+    Ws, bs, losses, _ = tutorial_loop(*linear_regression.make_data())
+    expected = [
+        "Epoch %2d: W=%1.2f b=%1.2f, loss=%2.5f" % (e, Ws[e], bs[e], losses[e]) for e in range(10)
+    ]
+    assert lines == expected
+    for name in ("linear_regression_fit.png", "linear_regression_variables.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_linear_regression_no_plot_writes_no_files(tmp_path):
+    run("linear_regression.py", "--no-plot", "--out-dir", str(tmp_path), cwd=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_custom_update_rule_example_trains(tmp_path):
+    out = run("custom_update_rule.py", cwd=tmp_path).stdout
+    first, last = map(float, re.search(r"loss: ([\d.]+) -> ([\d.]+)", out).groups())
+    assert last < first / 100
