@@ -13,18 +13,19 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-import gradfit as gf  # noqa: E402
+import gradfit as gf
 
 
 class SignSGD(gf.UpdateRule):
     """param <- param - lr * sign(g)."""
 
     def apply(self, gradients, variables):
+        """Steps every variable against the sign of its gradient."""
         lr = self.current_learning_rate()
-        for g, var in zip(gradients, variables):
+        for g, var in zip(gradients, variables, strict=True):
             var.assign_sub(tf.cast(lr, var.dtype) * tf.sign(g))
 
 
@@ -36,8 +37,12 @@ def main() -> int:
     trainer = gf.Trainer(gf.LinearModel(weight_init=0.0), gf.L2(), SignSGD(0.02))
     history = trainer.fit(x, y, epochs=20, batch_size=32, seed=0)
     print(f"loss: {history.history['loss'][0]:.4f} -> {history.history['loss'][-1]:.4f}")
-    print("W:", np.round(trainer.model.W.numpy().ravel(), 2), "updates:",
-          int(trainer.update_rule.iterations.numpy()))
+    print(
+        "W:",
+        np.round(trainer.model.W.numpy().ravel(), 2),
+        "updates:",
+        int(trainer.update_rule.iterations.numpy()),
+    )
     return 0
 
 

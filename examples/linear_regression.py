@@ -18,12 +18,12 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-import gradfit as gf  # noqa: E402
+import gradfit as gf
 
 TRUE_W = 3.0
-TRUE_b = 2.0  # noqa: N816 - the tutorial's name
+TRUE_b = 2.0
 NUM_EXAMPLES = 1000
 SEED = 42
 
@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     # W and b as they were when each epoch's loss was measured: the tutorial's Ws and bs.
     Ws, bs = record.values["W"][:-1], record.values["b"][:-1]
     for epoch, loss in zip(history.epoch, history.history["loss"], strict=True):
-        print("Epoch %2d: W=%1.2f b=%1.2f, loss=%2.5f" % (epoch, Ws[epoch], bs[epoch], loss))
+        # The tutorial's own format string.
+        print("Epoch %2d: W=%1.2f b=%1.2f, loss=%2.5f" % (epoch, Ws[epoch], bs[epoch], loss))  # noqa: UP031
 
     if not args.no_plot:
         import matplotlib

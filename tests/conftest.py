@@ -17,6 +17,7 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     derandomize=True,
 )
-settings.register_profile("thorough", parent=settings.get_profile("gradfit"), max_examples=300,
-                          derandomize=False)
+settings.register_profile(
+    "thorough", parent=settings.get_profile("gradfit"), max_examples=300, derandomize=False
+)
 settings.load_profile(os.environ.get("GRADFIT_HYPOTHESIS_PROFILE", "gradfit"))

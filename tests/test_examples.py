@@ -21,7 +21,11 @@ def run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run(
         [sys.executable, str(EXAMPLES / script), *args],
-        capture_output=True, text=True, cwd=cwd, env=env, check=True,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        check=True,
     )
 
 
@@ -42,7 +46,8 @@ def test_linear_regression_prints_the_tutorials_lines_and_saves_figures(tmp_path
         sys.path.pop(0)
     Ws, bs, losses, _ = tutorial_loop(*linear_regression.make_data())
     expected = [
-        "Epoch %2d: W=%1.2f b=%1.2f, loss=%2.5f" % (e, Ws[e], bs[e], losses[e]) for e in range(10)
+        "Epoch %2d: W=%1.2f b=%1.2f, loss=%2.5f" % (e, Ws[e], bs[e], losses[e])  # noqa: UP031
+        for e in range(10)
     ]
     assert lines == expected
     for name in ("linear_regression_fit.png", "linear_regression_variables.png"):

@@ -6,11 +6,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-import gradfit as gf  # noqa: E402
-from gradfit import plotting  # noqa: E402
+import gradfit as gf
+from gradfit import plotting
 
 
 def fitted():

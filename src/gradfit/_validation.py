@@ -56,9 +56,7 @@ def non_negative_float(name: str, value: Any) -> float:
     """Checks that ``value`` is a finite real number >= 0."""
     number = real_number(name, value)
     if not math.isfinite(number) or number < 0:
-        raise ValueError(
-            f"`{name}` must be a finite, non-negative number. {received(name, value)}"
-        )
+        raise ValueError(f"`{name}` must be a finite, non-negative number. {received(name, value)}")
     return number
 
 

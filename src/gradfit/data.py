@@ -164,8 +164,10 @@ class ArrayData:
                 if start == 0 and stop == n:
                     yield self.x, self.y, n
                 else:
-                    yield self.x[start:stop], None if self.y is None else self.y[start:stop], (
-                        stop - start
+                    yield (
+                        self.x[start:stop],
+                        None if self.y is None else self.y[start:stop],
+                        (stop - start),
                     )
             else:
                 idx = order[start:stop]
@@ -209,8 +211,7 @@ def _dataset_spec(
 ) -> tf.TensorSpec:
     if not isinstance(spec, tf.TensorSpec):
         raise TypeError(
-            f"`{name}` must yield dense tensors; its {part} are not. "
-            f"Received: {part} spec {spec}"
+            f"`{name}` must yield dense tensors; its {part} are not. Received: {part} spec {spec}"
         )
     if spec.dtype == tf.string or not (
         spec.dtype.is_floating or spec.dtype.is_integer or spec.dtype.is_bool

@@ -85,7 +85,7 @@ class Model(tf.Module, abc.ABC):
         """The per-example input shape the model was built for, or ``None``."""
         return self._input_shape
 
-    def build(self, input_shape: tf.TensorShape) -> None:  # noqa: B027 - optional hook
+    def build(self, input_shape: tf.TensorShape) -> None:
         """Creates the model's variables for inputs of ``input_shape``.
 
         The default does nothing: models that create their variables in
@@ -134,8 +134,9 @@ def _compatible(built: tuple[int | None, ...], got: tuple[int | None, ...]) -> b
 def _resolve_initializer(name: str, init: Initializer, seed: int | None) -> Initializer:
     """Validates an initializer argument eagerly and returns a usable form."""
     if isinstance(init, bool):
-        raise TypeError(f"`{name}` must be a number, an array or an initializer. "
-                        f"{v.received(name, init)}")
+        raise TypeError(
+            f"`{name}` must be a number, an array or an initializer. {v.received(name, init)}"
+        )
     if isinstance(init, numbers.Real):
         if not math.isfinite(float(init)):
             raise ValueError(f"`{name}` must be finite. {v.received(name, init)}")
@@ -238,9 +239,7 @@ class LinearModel(Model):
         else:
             features = shape[-1]
             if features is None:
-                raise ValueError(
-                    f"`x` must have a known last dimension. Received: x.shape={shape}"
-                )
+                raise ValueError(f"`x` must have a known last dimension. Received: x.shape={shape}")
             w_shape, b_shape = [features, self.units], [self.units]
         self.W = tf.Variable(
             _initial_value("weight_init", self._weight_init, w_shape, self.dtype), name="W"

@@ -186,9 +186,7 @@ class Trainer:
         metric_names = ["loss", *self.metrics]
         if val is not None:
             metric_names += [f"val_{name}" for name in metric_names]
-        callback_list.set_params(
-            {"epochs": epochs, "steps": train.steps, "metrics": metric_names}
-        )
+        callback_list.set_params({"epochs": epochs, "steps": train.steps, "metrics": metric_names})
         generator = (
             tf.random.Generator.from_seed(seed)
             if seed is not None
@@ -216,9 +214,7 @@ class Trainer:
                 raise ValueError("`x` yielded no batches; the dataset is empty.")
             epoch_logs = self._mean_logs(results, sizes)
             if val is not None:
-                epoch_logs.update(
-                    {f"val_{k}": value for k, value in self._evaluate(val).items()}
-                )
+                epoch_logs.update({f"val_{k}": value for k, value in self._evaluate(val).items()})
             callback_list.on_epoch_end(epoch, epoch_logs)
             if self.stop_training:
                 break
@@ -296,9 +292,7 @@ class Trainer:
                 "`validation_data` must be a tuple of arrays or a Dataset, not a tuple holding "
                 f"a Dataset. {v.received('validation_data', validation_data)}"
             )
-        return self._prepare(
-            x_val, y_val, batch_size, ("validation_data[0]", "validation_data[1]")
-        )
+        return self._prepare(x_val, y_val, batch_size, ("validation_data[0]", "validation_data[1]"))
 
     def _probe(self, prepared: data_lib.Data) -> None:
         """Runs the model (and loss) eagerly on two all-zero examples.
@@ -386,11 +380,14 @@ class Trainer:
             pred = self.model(x)
             return self._outputs(y, pred, self.loss(y, pred))
 
-        return tf.function(eval_step, input_signature=[x_spec, y_spec], jit_compile=self.jit_compile)
+        return tf.function(
+            eval_step, input_signature=[x_spec, y_spec], jit_compile=self.jit_compile
+        )
 
     def _make_predict(self, x_spec: tf.TensorSpec) -> Any:
-        return tf.function(self.model.__call__, input_signature=[x_spec],
-                           jit_compile=self.jit_compile)
+        return tf.function(
+            self.model.__call__, input_signature=[x_spec], jit_compile=self.jit_compile
+        )
 
     def _evaluate(self, prepared: data_lib.Data) -> dict[str, float]:
         key = ("eval", prepared.x_spec, prepared.y_spec)

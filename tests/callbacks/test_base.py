@@ -44,14 +44,28 @@ def test_hooks_fire_in_order_with_true_step_numbers():
     gf.Trainer(gf.LinearModel(weight_init=0.0), gf.L2(), gf.SGD(0.1)).fit(
         x, y, epochs=2, batch_size=4, shuffle=False, callbacks=[rec]
     )
-    kinds = [c[0] if c[0] not in ("batch_begin", "batch_end", "epoch_begin") else c[:2]
-             for c in rec.calls]
-    expected_epoch = [("batch_begin", 0), ("batch_end", 0), ("batch_begin", 1), ("batch_end", 1),
-                      ("batch_begin", 2), ("batch_end", 2)]
-    assert kinds == ["train_begin",
-                     ("epoch_begin", 0), *expected_epoch, "epoch_end",
-                     ("epoch_begin", 1), *expected_epoch, "epoch_end",
-                     "train_end"]
+    kinds = [
+        c[0] if c[0] not in ("batch_begin", "batch_end", "epoch_begin") else c[:2]
+        for c in rec.calls
+    ]
+    expected_epoch = [
+        ("batch_begin", 0),
+        ("batch_end", 0),
+        ("batch_begin", 1),
+        ("batch_end", 1),
+        ("batch_begin", 2),
+        ("batch_end", 2),
+    ]
+    assert kinds == [
+        "train_begin",
+        ("epoch_begin", 0),
+        *expected_epoch,
+        "epoch_end",
+        ("epoch_begin", 1),
+        *expected_epoch,
+        "epoch_end",
+        "train_end",
+    ]
     assert rec.params == {"epochs": 2, "steps": 3, "metrics": ["loss"]}
 
 

@@ -71,7 +71,7 @@ def test_val_loss_falls_back_to_loss_with_a_warning():
 def test_unknown_monitor_is_rejected_before_training():
     x, y = data()
     model = gf.LinearModel(weight_init=0.5, bias_init=0.0)
-    with pytest.raises(ValueError, match="`monitor`.*'accuracy'"):
+    with pytest.raises(ValueError, match=r"`monitor`.*'accuracy'"):
         gf.Trainer(model, gf.L2()).fit(x, y, callbacks=[gf.EarlyStopping("accuracy")])
     assert model.W.numpy() == 0.5
 
@@ -94,7 +94,7 @@ def test_restore_best_weights():
 def test_mode_max_for_accuracy_and_bad_arguments():
     assert gf.EarlyStopping("val_accuracy").mode == "max"
     assert gf.EarlyStopping("val_loss").mode == "min"
-    with pytest.raises(ValueError, match="`patience`.*-1"):
+    with pytest.raises(ValueError, match=r"`patience`.*-1"):
         gf.EarlyStopping(patience=-1)
     with pytest.raises(ValueError, match="`mode`"):
         gf.EarlyStopping(mode="up")

@@ -20,8 +20,9 @@ def test_each_keyword_is_called_with_its_arguments():
         on_epoch_end=lambda epoch, logs: seen.append(("epoch_end", epoch, sorted(logs))),
         on_train_end=lambda logs: seen.append(("train_end", sorted(logs))),
     )
-    gf.Trainer(gf.LinearModel(), gf.L2()).fit(x, y, epochs=1, batch_size=3, shuffle=False,
-                                               callbacks=[cb])
+    gf.Trainer(gf.LinearModel(), gf.L2()).fit(
+        x, y, epochs=1, batch_size=3, shuffle=False, callbacks=[cb]
+    )
     assert seen == [
         ("train_begin",),
         ("epoch_begin", 0),
@@ -33,11 +34,15 @@ def test_each_keyword_is_called_with_its_arguments():
         ("train_end", ["loss"]),
     ]
     assert cb.hooks == (
-        "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
-        "on_train_batch_begin", "on_train_batch_end",
+        "on_train_begin",
+        "on_train_end",
+        "on_epoch_begin",
+        "on_epoch_end",
+        "on_train_batch_begin",
+        "on_train_batch_end",
     )
 
 
 def test_non_callable_is_rejected_naming_the_keyword():
-    with pytest.raises(TypeError, match="`on_epoch_end`.*42"):
+    with pytest.raises(TypeError, match=r"`on_epoch_end`.*42"):
         gf.LambdaCallback(on_epoch_end=42)

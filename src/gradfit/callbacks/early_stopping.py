@@ -47,7 +47,9 @@ class EarlyStopping(Callback):
     ) -> None:
         super().__init__()
         if not isinstance(monitor, str) or not monitor:
-            raise TypeError(f"`monitor` must be a non-empty string. {v.received('monitor', monitor)}")
+            raise TypeError(
+                f"`monitor` must be a non-empty string. {v.received('monitor', monitor)}"
+            )
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ValueError(
                 f"`patience` must be a non-negative integer. {v.received('patience', patience)}"

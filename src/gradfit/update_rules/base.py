@@ -26,13 +26,13 @@ import abc
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 import tensorflow as tf
 
 from gradfit import _validation as v
 
-Gradient = tf.Tensor | tf.IndexedSlices | None
+Gradient: TypeAlias = "tf.Tensor | tf.IndexedSlices | None"
 
 _HALF_DTYPES = (tf.float16, tf.bfloat16)
 
@@ -145,7 +145,7 @@ class UpdateRule(tf.Module, abc.ABC):
                 self.create_state(new)
         self._built = True
 
-    def create_state(self, variables: Sequence[tf.Variable]) -> None:  # noqa: B027
+    def create_state(self, variables: Sequence[tf.Variable]) -> None:
         """Creates slot variables for ``variables`` (called once per variable by build).
 
         The default creates nothing. Override it in rules with state, using
