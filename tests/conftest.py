@@ -6,7 +6,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import HealthCheck, settings
 
 # TensorFlow calls are slow and their first call traces: no deadlines, a few
 # dozen examples per property, and no complaints about slow data generation.

@@ -88,21 +88,20 @@ def to_tensor(name: str, value: Any, float_dtype: tf.DType, *, keep_int: bool = 
     if math.prod(shape) == 0:
         raise ValueError(f"`{name}` must not be empty. Received: {name}.shape={shape}")
     if tensor is None:
-        if kind == "f" and not np.isfinite(array).all():
-            bad = np.argwhere(~np.isfinite(array))[0]
-            raise ValueError(
-                f"`{name}` must be finite; it holds NaN or infinity, first at index "
-                f"{tuple(int(i) for i in bad)}. Received: {name}={_describe(value)}"
-            )
         tensor = tf.convert_to_tensor(array)
-    elif kind == "f" and not bool(tf.reduce_all(tf.math.is_finite(tensor))):
-        raise ValueError(
-            f"`{name}` must be finite; it holds NaN or infinity. "
-            f"Received: {name}={_describe(value)}"
-        )
-    if kind in "iu" and keep_int:
-        return tensor
-    return tensor if tensor.dtype == float_dtype else tf.cast(tensor, float_dtype)
+    if not (kind in "iu" and keep_int) and tensor.dtype != float_dtype:
+        tensor = tf.cast(tensor, float_dtype)
+    if tensor.dtype.is_floating:
+        # Checked after the cast: 1e300 is finite in float64 but not in float32.
+        finite = tf.math.is_finite(tensor)
+        if not bool(tf.reduce_all(finite)):
+            first = tuple(int(i) for i in tf.where(tf.logical_not(finite))[0].numpy())
+            raise ValueError(
+                f"`{name}` must be finite in {tensor.dtype.name}; it holds NaN, infinity or a "
+                f"value too large for {tensor.dtype.name}, first at index {first}. "
+                f"Received: {name}={_describe(value)}"
+            )
+    return tensor
 
 
 @dataclass

@@ -21,12 +21,14 @@ _EPSILON = 1e-7  # Keras's backend epsilon, used to clip probabilities.
 
 
 def _align(y_true: tf.Tensor, y_pred: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Casts ``y_true`` to ``y_pred``'s dtype and squeezes a trailing axis of size one.
+    """Casts ``y_true`` to ``y_pred``'s float dtype and squeezes a trailing axis of size one.
 
     ``y_true`` of shape ``[N]`` against ``y_pred`` of shape ``[N, 1]`` (or the
     reverse) would otherwise broadcast to ``[N, N]``: a silent, classic bug.
     """
     y_pred = tf.convert_to_tensor(y_pred)
+    if not y_pred.dtype.is_floating:  # integer predictions: compute in float32, as Keras
+        y_pred = tf.cast(y_pred, tf.float32)
     y_true = tf.cast(y_true, y_pred.dtype)
     true_rank, pred_rank = y_true.shape.rank, y_pred.shape.rank
     if true_rank is not None and pred_rank is not None:

@@ -64,6 +64,11 @@ class Model(tf.Module, abc.ABC):
                 return self.a * x**2
     """
 
+    # Class-level defaults keep a subclass that forgot `super().__init__()` usable.
+    _dtype: tf.DType = tf.float32
+    _built: bool = False
+    _input_shape: tuple[int | None, ...] | None = None
+
     def __init__(self, name: str | None = None, *, dtype: Any = tf.float32) -> None:
         super().__init__(name=name)
         self._dtype = _float_dtype("dtype", dtype)
@@ -313,8 +318,8 @@ class MLP(Model):
         shape = tf.TensorShape(input_shape)
         if shape.rank is None:
             raise ValueError(f"`x` must have a known rank. Received: x.shape={shape}")
-        if shape.rank <= 1:
-            shape = shape.concatenate([1])
+        if shape.rank <= 1:  # one feature per example (a lone scalar is one example)
+            shape = tf.TensorShape([shape[0] if shape.rank else 1, 1])
         for layer in self.layers:
             layer.maybe_build(shape)
             shape = shape[:-1].concatenate([layer.units])
@@ -323,12 +328,14 @@ class MLP(Model):
         """Returns the network's outputs for the batch ``x``."""
         x = _as_float_tensor(x, self.dtype)
         self.maybe_build(x.shape if x.shape.rank else tf.TensorShape([]))
-        scalar_features = x.shape.rank <= 1
-        h = x[..., None] if scalar_features else x
+        rank = x.shape.rank
+        h = tf.reshape(x, [-1, 1]) if rank <= 1 else x
         for layer in self.layers[:-1]:
             h = self.activation(layer(h))
         out = self.layers[-1](h)
-        return out[..., 0] if scalar_features and self.units == 1 else out
+        if rank == 0:
+            out = out[0]
+        return out[..., 0] if rank <= 1 and self.units == 1 else out
 
 
 def _resolve_activation(

@@ -10,6 +10,7 @@ calls the step, and hands the logs to callbacks.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -268,12 +269,17 @@ class Trainer:
             names=names,
             with_targets=with_targets,
         )
+        shape = (
+            prepared.x.shape if isinstance(prepared, data_lib.ArrayData) else prepared.x_spec.shape
+        )
         try:
-            self.model.maybe_build(prepared.x_spec.shape)
+            self.model.maybe_build(shape)
         except ValueError as err:
             if names[0] == "x":
                 raise
-            raise ValueError(str(err).replace("`x`", f"`{names[0]}`")) from None
+            name = names[0]
+            message = str(err).replace("`x`", f"`{name}`").replace("x.shape", f"{name}.shape")
+            raise ValueError(message) from None
         return prepared
 
     def _prepare_validation(self, validation_data: Any, batch_size: Any) -> data_lib.Data | None:
@@ -295,13 +301,22 @@ class Trainer:
         return self._prepare(x_val, y_val, batch_size, ("validation_data[0]", "validation_data[1]"))
 
     def _probe(self, prepared: data_lib.Data) -> None:
-        """Runs the model (and loss) eagerly on two all-zero examples.
+        """Runs the model (and loss) eagerly on a few all-zero examples.
 
         Turns a mismatch between the data and the model or loss into a clear
         error before anything is traced or any variable changes.
         """
         x_spec, y_spec = prepared.x_spec, prepared.y_spec
-        x0 = tf.zeros([2, *x_spec.shape[1:]], x_spec.dtype)  # 2: so shapes cannot broadcast by luck
+        built = self.model.input_shape
+        x_dims = [
+            d if d is not None else (built[i] if built and built[i] is not None else 1)
+            for i, d in enumerate(x_spec.shape[1:])
+        ]
+        y_dims = [d or 1 for d in (y_spec.shape[1:] if y_spec is not None else [])]
+        # As many examples as no per-example dimension has, so a mismatch between the
+        # predictions' and the targets' shapes cannot broadcast by luck.
+        n = next(k for k in itertools.count(2) if k not in (*x_dims, *y_dims))
+        x0 = tf.zeros([n, *x_dims], x_spec.dtype)
         try:
             pred = self.model(x0)
         except Exception as err:
@@ -311,7 +326,7 @@ class Trainer:
             ) from err
         if y_spec is None:
             return
-        y0 = tf.zeros([2, *y_spec.shape[1:]], y_spec.dtype)
+        y0 = tf.zeros([n, *y_dims], y_spec.dtype)
         for name, fn in (("loss", self.loss), *self.metrics.items()):
             arg = "loss" if name == "loss" else "metrics"
             try:

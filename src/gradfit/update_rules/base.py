@@ -52,6 +52,11 @@ class _VariableIndex:
         self.variables.append(variable)
         return True
 
+    def remove(self, variable: tf.Variable) -> None:
+        position = self.positions.pop(variable.ref())
+        del self.variables[position]
+        self.positions = {var.ref(): i for i, var in enumerate(self.variables)}
+
     def __contains__(self, variable: tf.Variable) -> bool:
         return variable.ref() in self.positions
 
@@ -139,10 +144,17 @@ class UpdateRule(tf.Module, abc.ABC):
             variables: The variables the rule will update.
         """
         variables = _check_variables(variables)
-        new = [var for var in variables if self._index.add(var)]
+        new = list({var.ref(): var for var in variables if var not in self._index}.values())
         if new or not self._built:
-            with tf.init_scope():
-                self.create_state(new)
+            for var in new:
+                self._index.add(var)
+            try:
+                with tf.init_scope():
+                    self.create_state(new)
+            except Exception:
+                for var in new:  # not registered: a later build retries them
+                    self._index.remove(var)
+                raise
         self._built = True
 
     def create_state(self, variables: Sequence[tf.Variable]) -> None:
@@ -206,6 +218,25 @@ def _check_variables(variables: Any) -> list[tf.Variable]:
     return variables
 
 
+def _check_gradient_shape(g: tf.Tensor | tf.IndexedSlices, var: tf.Variable) -> None:
+    if isinstance(g, tf.IndexedSlices):
+        rows = tf.TensorShape([None]).concatenate(var.shape[1:])
+        dense_shape = tf.get_static_value(g.dense_shape)
+        ok = var.shape.rank is not None and var.shape.rank >= 1
+        ok = ok and g.values.shape.is_compatible_with(rows)
+        if ok and dense_shape is not None:
+            ok = tf.TensorShape(list(dense_shape)).is_compatible_with(var.shape)
+        shape = f"values shape {g.values.shape} (dense shape {dense_shape})"
+    else:
+        ok = g.shape.is_compatible_with(var.shape)
+        shape = f"shape {g.shape}"
+    if not ok:
+        raise ValueError(
+            f"`gradients` for variable {var.name!r} has {shape}, but the variable has shape "
+            f"{var.shape}."
+        )
+
+
 def _check_pairs(
     rule: UpdateRule, gradients: Any, variables: Any
 ) -> tuple[list[Gradient], list[tf.Variable]]:
@@ -230,12 +261,7 @@ def _check_pairs(
                 f"`gradients` for variable {var.name!r} has dtype {g.dtype.name}, but the "
                 f"variable has dtype {var.dtype.name}."
             )
-        shape = g.dense_shape if isinstance(g, tf.IndexedSlices) else g.shape
-        if isinstance(g, tf.Tensor) and not shape.is_compatible_with(var.shape):
-            raise ValueError(
-                f"`gradients` for variable {var.name!r} has shape {shape}, but the variable "
-                f"has shape {var.shape}."
-            )
+        _check_gradient_shape(g, var)
         if isinstance(g, tf.IndexedSlices) and not rule.supports_sparse:
             g = tf.convert_to_tensor(g)
         kept_g.append(g)
@@ -263,6 +289,10 @@ def _checked_apply(apply: Callable[..., None]) -> Callable[..., None]:
             apply(self, gradients, variables)
         finally:
             self._in_apply = False
-        self.iterations.assign_add(1)
+        # In a graph, count the update only once its gradients exist: a step whose loss
+        # or gradients fail must not advance `iterations` (schedules depend on it).
+        inputs = [g.values if isinstance(g, tf.IndexedSlices) else g for g in gradients]
+        with tf.control_dependencies(inputs):
+            self.iterations.assign_add(1)
 
     return checked

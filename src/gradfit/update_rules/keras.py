@@ -54,9 +54,21 @@ class KerasOptimizer(UpdateRule):
         return tf.cast(self.optimizer._get_current_learning_rate(), tf.float32)
 
     def create_state(self, variables: Sequence[tf.Variable]) -> None:
-        """Builds the wrapped optimizer on every variable seen so far."""
-        if variables:
-            self.optimizer.build(list(self._index.variables))
+        """Builds the wrapped optimizer on every variable seen so far.
+
+        Raises:
+            ValueError: If the Keras optimizer was built already and new
+                variables arrive: Keras optimizers cannot grow their state.
+        """
+        if not variables:
+            return
+        if self.optimizer.built:
+            raise ValueError(
+                "`variables` holds variables the wrapped Keras optimizer was not built on, and a "
+                "built Keras optimizer cannot add state. Wrap a fresh optimizer. Received new "
+                f"variables: {[var.name for var in variables]}"
+            )
+        self.optimizer.build(list(self._index.variables))
 
     def apply(self, gradients: Sequence[Any], variables: Sequence[tf.Variable]) -> None:
         """Lets the wrapped optimizer update ``variables``."""
