@@ -45,6 +45,6 @@ def test_plot_history_draws_every_key_on_given_axes():
     _, _, _, _, history = fitted()
     fig, ax = plt.subplots()
     assert plotting.plot_history(history, ax=ax) is ax
-    assert sorted(line.get_label() for line in ax.get_lines()) == ["loss", "val_loss"]
+    assert sorted(line.get_label() for line in ax.get_lines()) == ["loss", "lr", "val_loss"]
     np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), history.history["loss"])
     plt.close(fig)

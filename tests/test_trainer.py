@@ -179,7 +179,8 @@ def test_validation_data_and_metrics_are_logged():
     model = gf.LinearModel(weight_init=0.0, bias_init=0.0)
     trainer = gf.Trainer(model, gf.L2(), gf.SGD(0.0), metrics={"mae": gf.L1()})
     history = trainer.fit(x, y, epochs=2, batch_size=16, validation_data=(xv, yv))
-    assert set(history.history) == {"loss", "mae", "val_loss", "val_mae"}
+    assert set(history.history) == {"loss", "mae", "val_loss", "val_mae", "lr"}
+    assert history.history["lr"] == [0.0, 0.0]
     # lr=0: the model stays at zero, predictions are 0, every figure is a plain mean.
     np.testing.assert_allclose(history.history["loss"], [np.mean(y**2)] * 2, rtol=1e-5)
     np.testing.assert_allclose(history.history["mae"], [np.mean(abs(y))] * 2, rtol=1e-5)
@@ -288,3 +289,25 @@ def test_gradfit_writes_nothing_to_stdout(capsys, tutorial_data):
     trainer.evaluate(inputs, outputs)
     trainer.predict(inputs)
     assert capsys.readouterr().out == ""
+
+
+def test_learning_rate_changed_by_a_callback_is_used_logged_and_never_retraces():
+    x = np.array([1.0, 2.0], np.float32)
+    y = np.array([3.0, 5.0], np.float32)
+
+    def halve(epoch, logs):
+        trainer.update_rule.learning_rate = logs["lr"] / 2
+
+    model = gf.LinearModel(weight_init=1.0, bias_init=0.0)
+    trainer = gf.Trainer(model, gf.L2(), gf.SGD(0.02))
+    record = gf.RecordVariables()
+    history = trainer.fit(
+        x, y, epochs=3, callbacks=[record, gf.LambdaCallback(on_epoch_end=halve)]
+    )
+    assert history.history["lr"] == pytest.approx([0.02, 0.01, 0.005])
+    assert trainer.train_function.experimental_get_tracing_count() == 1
+    # Epoch 1 starts from the values after epoch 0 and steps with lr 0.01.
+    w, b = float(record.values["W"][1]), float(record.values["b"][1])
+    err = np.array([1.0, 2.0]) * w + b - np.array([3.0, 5.0])
+    w_next = w - 0.01 * 2 * np.mean(err * np.array([1.0, 2.0]))
+    assert float(record.values["W"][2]) == pytest.approx(w_next, rel=1e-6)

@@ -187,6 +187,7 @@ class Trainer:
         metric_names = ["loss", *self.metrics]
         if val is not None:
             metric_names += [f"val_{name}" for name in metric_names]
+        metric_names.append("lr")
         callback_list.set_params({"epochs": epochs, "steps": train.steps, "metrics": metric_names})
         generator = (
             tf.random.Generator.from_seed(seed)
@@ -216,6 +217,8 @@ class Trainer:
             epoch_logs = self._mean_logs(results, sizes)
             if val is not None:
                 epoch_logs.update({f"val_{k}": value for k, value in self._evaluate(val).items()})
+            # The rate the next update will use (schedules compute it from `iterations`).
+            epoch_logs["lr"] = float(self.update_rule.current_learning_rate())
             callback_list.on_epoch_end(epoch, epoch_logs)
             if self.stop_training:
                 break

@@ -66,7 +66,7 @@ def test_hooks_fire_in_order_with_true_step_numbers():
         "epoch_end",
         "train_end",
     ]
-    assert rec.params == {"epochs": 2, "steps": 3, "metrics": ["loss"]}
+    assert rec.params == {"epochs": 2, "steps": 3, "metrics": ["loss", "lr"]}
 
 
 def test_epoch_loss_is_the_example_weighted_mean_of_batch_losses():

@@ -13,7 +13,7 @@ def test_history_holds_one_entry_per_epoch_and_resets_on_train_begin():
     trainer = gf.Trainer(gf.LinearModel(weight_init=0.0), gf.L2(), gf.SGD(0.1))
     history = trainer.fit(x, y, epochs=4, validation_data=(x, y))
     assert history.epoch == [0, 1, 2, 3]
-    assert sorted(history.history) == ["loss", "val_loss"]
+    assert sorted(history.history) == ["loss", "lr", "val_loss"]
     assert all(len(values) == 4 for values in history.history.values())
     # Full-batch gradient descent on a convex problem: the loss only goes down.
     assert np.all(np.diff(history.history["loss"]) < 0)

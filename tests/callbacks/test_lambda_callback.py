@@ -30,8 +30,8 @@ def test_each_keyword_is_called_with_its_arguments():
         ("batch_end", 0, ["loss"]),
         ("batch_begin", 1),
         ("batch_end", 1, ["loss"]),
-        ("epoch_end", 0, ["loss"]),
-        ("train_end", ["loss"]),
+        ("epoch_end", 0, ["loss", "lr"]),
+        ("train_end", ["loss", "lr"]),
     ]
     assert cb.hooks == (
         "on_train_begin",
