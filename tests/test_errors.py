@@ -576,10 +576,11 @@ CONSTRUCTION = [
     ("metrics-str", {"metrics": "mae"}, TypeError, ("metrics",), ("'mae'",)),
     ("metrics-list-with-int", {"metrics": [gf.L1(), 2]}, TypeError, ("metrics",), ("2",)),
     ("metrics-clash", {"metrics": [gf.L1(), gf.L1()]}, ValueError, ("metrics",), ("'l1'",)),
+    ("jit-compile-int", {"jit_compile": 1}, TypeError, ("jit_compile",), ("jit_compile=1",)),
     (
         "jit-compile-str",
         {"jit_compile": "yes"},
-        TypeError,
+        ValueError,
         ("jit_compile",),
         ("jit_compile='yes'",),
     ),

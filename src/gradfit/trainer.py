@@ -1,11 +1,13 @@
 """Trainer: fits a Model to data with a Loss and an UpdateRule.
 
-The step (forward pass, loss, ``GradientTape``, ``UpdateRule.apply``) is one
-``tf.function``, compiled with XLA when ``jit_compile=True``. It takes a
-batch whose examples axis has unknown size, so the ragged last batch of an
-epoch does not retrace it, and it is traced at most once per fit, however
-many epochs run. The outer loop is eager: it slices batches (``data``),
-calls the step, and hands the logs to callbacks.
+The step (forward pass, loss, ``GradientTape``, ``UpdateRule.apply``) runs
+inside one compiled function that executes ``steps_per_execution`` steps
+per call (a whole epoch by default) over data already on the device,
+slicing batches in-graph from a permutation drawn by the trainer's
+``tf.random.Generator`` (see ``_loops``). The function is traced at most
+once per fit, however many epochs run. The outer loop is eager: it calls
+the compiled loop, replays the per-step logs to callbacks with their true
+step numbers, validates, and hands the epoch's logs to callbacks.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from gradfit import _loops
 from gradfit import _validation as v
 from gradfit import data as data_lib
 from gradfit.callbacks import Callback, CallbackList, History
@@ -87,6 +90,16 @@ def _check_metrics(metrics: Any) -> dict[str, Metric]:
     return named
 
 
+def _check_jit_compile(value: Any) -> bool | str:
+    if value == "auto" and isinstance(value, str):
+        return "auto"
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise (ValueError if isinstance(value, str) else TypeError)(
+        f"`jit_compile` must be True, False or 'auto'. {v.received('jit_compile', value)}"
+    )
+
+
 class Trainer:
     """Fits a model with a loss and an update rule.
 
@@ -97,7 +110,16 @@ class Trainer:
         metrics: Callables ``metric(y_true, y_pred) -> scalar`` (a Loss works),
             or a dict of them by name; their epoch means appear in the History.
         callbacks: Callbacks used by every ``fit``.
-        jit_compile: Compile the step with XLA.
+        jit_compile: ``True`` compiles the training loop with XLA, ``False``
+            does not, ``"auto"`` (the default) uses XLA unless the model's
+            ops cannot be compiled, in which case it logs a note and runs
+            without.
+        steps_per_execution: Training steps per call of the compiled loop;
+            ``None`` (the default) runs a whole epoch per call, so a Python
+            round trip is paid per epoch, not per step. Batch callbacks still
+            see every step, replayed after the call with its true step
+            number. A callback whose ``requires_every_step`` is true gets one
+            step per call instead.
 
     Attributes:
         stop_training: Set it to ``True`` from a callback to end ``fit`` after
@@ -119,14 +141,21 @@ class Trainer:
         *,
         metrics: Sequence[Metric] | Mapping[str, Metric] = (),
         callbacks: Sequence[Callback] = (),
-        jit_compile: bool = False,
+        jit_compile: bool | str = "auto",
+        steps_per_execution: int | None = None,
     ) -> None:
         self.model = _check_model(model)
         self.loss = check_loss(loss)
         self.update_rule = _check_update_rule(update_rule)
         self.metrics = _check_metrics(metrics)
         self.callbacks = check_callbacks("callbacks", callbacks)
-        self.jit_compile = v.boolean("jit_compile", jit_compile)
+        self.jit_compile = _check_jit_compile(jit_compile)
+        self.steps_per_execution = v.optional_positive_int(
+            "steps_per_execution", steps_per_execution
+        )
+        with tf.init_scope():
+            # The shuffling order's source: trainer state, so checkpoints can hold it.
+            self.generator = tf.random.Generator.from_non_deterministic_state()
         self.stop_training = False
         self.history: History | None = None
         self.train_function: Any = None
@@ -178,8 +207,6 @@ class Trainer:
         self._probe(train)
         variables = self._trainable_variables()
         self.update_rule.build(variables)
-        step = self._train_function(train, variables)
-        self.train_function = step
 
         history = History()
         callback_list = CallbackList([*self.callbacks, *extra, history])
@@ -189,12 +216,15 @@ class Trainer:
             metric_names += [f"val_{name}" for name in metric_names]
         metric_names.append("lr")
         callback_list.set_params({"epochs": epochs, "steps": train.steps, "metrics": metric_names})
-        generator = (
-            tf.random.Generator.from_seed(seed)
-            if seed is not None
-            else tf.random.Generator.from_non_deterministic_state()
+        if seed is not None:
+            self.generator.reset_from_seed(seed)
+        every_step = any(cb.requires_every_step for cb in callback_list.callbacks)
+        per_call = 1 if every_step else self.steps_per_execution
+        run_epoch = (
+            self._array_epoch(train, variables, shuffle, per_call)
+            if isinstance(train, data_lib.ArrayData)
+            else self._dataset_epoch(train, variables, per_call)
         )
-        batch_logs = callback_list.wants_batch_logs
         self.stop_training = False
         self.history = history
         epoch_logs: Logs = {}
@@ -202,19 +232,8 @@ class Trainer:
         callback_list.on_train_begin()
         for epoch in range(epochs):
             callback_list.on_epoch_begin(epoch)
-            results: list[tf.Tensor] = []
-            sizes: list[Any] = []
-            for batch, (x_batch, y_batch, size) in enumerate(train.batches(shuffle, generator)):
-                if batch_logs:
-                    callback_list.on_train_batch_begin(batch)
-                outputs = step(x_batch, y_batch)
-                results.append(outputs)
-                sizes.append(size if size is not None else tf.shape(x_batch)[0])
-                if batch_logs:
-                    callback_list.on_train_batch_end(batch, self._logs(outputs))
-            if not results:
-                raise ValueError("`x` yielded no batches; the dataset is empty.")
-            epoch_logs = self._mean_logs(results, sizes)
+            logs, sizes = run_epoch(callback_list)
+            epoch_logs = self._weighted_mean(logs, sizes)
             if val is not None:
                 epoch_logs.update({f"val_{k}": value for k, value in self._evaluate(val).items()})
             # The rate the next update will use (schedules compute it from `iterations`).
@@ -247,7 +266,11 @@ class Trainer:
         """
         data = self._prepare(x, None, batch_size, ("x", "y"), with_targets=False)
         self._probe(data)
-        fn = self._cached(("predict", data.x_spec), lambda: self._make_predict(data.x_spec))
+        fn = self._compiled(
+            ("predict", data.x_spec),
+            lambda jit: self._make_predict(data.x_spec, jit),
+            "prediction step",
+        )
         outputs = [fn(x_batch) for x_batch, _, _ in data.batches()]
         if not outputs:
             raise ValueError("`x` yielded no batches; the dataset is empty.")
@@ -310,16 +333,7 @@ class Trainer:
         error before anything is traced or any variable changes.
         """
         x_spec, y_spec = prepared.x_spec, prepared.y_spec
-        built = self.model.input_shape
-        x_dims = [
-            d if d is not None else (built[i] if built and built[i] is not None else 1)
-            for i, d in enumerate(x_spec.shape[1:])
-        ]
-        y_dims = [d or 1 for d in (y_spec.shape[1:] if y_spec is not None else [])]
-        # As many examples as no per-example dimension has, so a mismatch between the
-        # predictions' and the targets' shapes cannot broadcast by luck.
-        n = next(k for k in itertools.count(2) if k not in (*x_dims, *y_dims))
-        x0 = tf.zeros([n, *x_dims], x_spec.dtype)
+        x0, y0 = self._example_batch(prepared)
         try:
             pred = self.model(x0)
         except Exception as err:
@@ -327,9 +341,8 @@ class Trainer:
                 f"The model cannot be called on examples of `x` (per-example shape "
                 f"{tuple(x_spec.shape[1:])}, dtype {x_spec.dtype.name}): {err}"
             ) from err
-        if y_spec is None:
+        if y_spec is None or y0 is None:
             return
-        y0 = tf.zeros([n, *y_dims], y_spec.dtype)
         for name, fn in (("loss", self.loss), *self.metrics.items()):
             arg = "loss" if name == "loss" else "metrics"
             try:
@@ -346,6 +359,24 @@ class Trainer:
                     f"`{arg}` ({loss_name(fn)}) must return a floating-point scalar; it returned "
                     f"shape {value.shape} and dtype {value.dtype.name}."
                 )
+
+    def _example_batch(self, prepared: data_lib.Data) -> tuple[tf.Tensor, tf.Tensor | None]:
+        """All-zero ``(x, y)`` batches shaped like the data, with static shapes.
+
+        Unknown feature sizes come from the built model (else 1). The number
+        of examples is one no per-example dimension has, so a mismatch between
+        the predictions' and the targets' shapes cannot broadcast by luck.
+        """
+        x_spec, y_spec = prepared.x_spec, prepared.y_spec
+        built = self.model.input_shape
+        x_dims = [
+            d if d is not None else (built[i] if built and built[i] is not None else 1)
+            for i, d in enumerate(x_spec.shape[1:])
+        ]
+        y_dims = [d or 1 for d in (y_spec.shape[1:] if y_spec is not None else [])]
+        n = next(k for k in itertools.count(2) if k not in (*x_dims, *y_dims))
+        y0 = None if y_spec is None else tf.zeros([n, *y_dims], y_spec.dtype)
+        return tf.zeros([n, *x_dims], x_spec.dtype), y0
 
     def _trainable_variables(self) -> list[tf.Variable]:
         variables = list(self.model.trainable_variables)
@@ -364,6 +395,11 @@ class Trainer:
             fn = self._functions[key] = make()
         return fn
 
+    def _compiled(self, key: Any, make: Callable[[bool], Any], name: str) -> _loops.Compiled:
+        return self._cached(
+            (*key, self.jit_compile), lambda: _loops.Compiled(make, self.jit_compile, name)
+        )
+
     def _log_dtype(self) -> tf.DType:
         return tf.float64 if self.model.dtype == tf.float64 else tf.float32
 
@@ -372,11 +408,7 @@ class Trainer:
         values = [loss] + [metric(y, pred) for metric in self.metrics.values()]
         return tf.stack([tf.cast(value, dtype) for value in values])
 
-    def _train_function(self, data: data_lib.Data, variables: list[tf.Variable]) -> Any:
-        key = ("train", data.x_spec, data.y_spec, tuple(id(var) for var in variables))
-        return self._cached(key, lambda: self._make_train_step(data, variables))
-
-    def _make_train_step(self, data: data_lib.Data, variables: list[tf.Variable]) -> Any:
+    def _step_function(self, variables: list[tf.Variable]) -> _loops.Step:
         model, loss_fn, rule = self.model, self.loss, self.update_rule
 
         def train_step(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
@@ -387,50 +419,173 @@ class Trainer:
             rule.apply(gradients, variables)
             return self._outputs(y, pred, loss)
 
-        return tf.function(
-            train_step,
-            input_signature=[data.x_spec, data.y_spec],
-            jit_compile=self.jit_compile,
-        )
+        return train_step
 
-    def _make_eval_step(self, x_spec: tf.TensorSpec, y_spec: tf.TensorSpec) -> Any:
+    def _replay(self, callbacks: CallbackList, first: int, rows: np.ndarray) -> None:
+        """Hands each step's logs to the batch hooks, with the step's own number."""
+        names = self._names()
+        for i, row in enumerate(rows):
+            callbacks.on_train_batch_begin(first + i)
+            callbacks.on_train_batch_end(first + i, dict(zip(names, map(float, row), strict=True)))
+
+    def _array_epoch(
+        self,
+        data: data_lib.ArrayData,
+        variables: list[tf.Variable],
+        shuffle: bool,
+        per_call: int | None,
+    ) -> Callable[[CallbackList], tuple[np.ndarray, np.ndarray]]:
+        """Returns ``run(callbacks) -> (logs[steps, k], sizes[steps])`` for one epoch."""
+        n, size = data.num_examples, data.batch_size
+        full, rest = divmod(n, size)
+        shuffled = shuffle and data.steps > 1
+        per_call = per_call or full
+        step = self._step_function(variables)
+        k, dtype = len(self._names()), self._log_dtype()
+        key = (
+            "train",
+            data.x.shape,
+            data.x.dtype,
+            data.y_spec,
+            size,
+            shuffled,
+            tuple(id(var) for var in variables),
+        )
+        loop = self._compiled(
+            (*key, "loop"),
+            lambda jit: tf.function(
+                _loops.array_loop(step, size, full, k, dtype, shuffled=shuffled), jit_compile=jit
+            ),
+            "training loop",
+        )
+        last = None
+        if rest:
+            last = self._compiled(
+                (*key, "last"),
+                lambda jit: tf.function(
+                    _loops.array_last_step(step, full * size, rest, shuffled=shuffled),
+                    jit_compile=jit,
+                ),
+                "training step of the last, smaller batch",
+            )
+        self.train_function = loop
+        generator = self.generator
+
+        def permutation() -> tf.Tensor:
+            return tf.argsort(generator.uniform([n]), stable=True)
+
+        permute = self._cached(("permute", n, id(generator)), lambda: tf.function(permutation))
+        no_order = tf.zeros([0], tf.int32)
+        sizes = np.array([size] * full + ([rest] if rest else []), np.float64)
+
+        def run(callbacks: CallbackList) -> tuple[np.ndarray, np.ndarray]:
+            order = permute() if shuffled else no_order
+            replay = callbacks.wants_batch_logs
+            chunks = []
+            for first in range(0, full, per_call):
+                num = min(per_call, full - first)
+                rows = loop(data.x, data.y, order, tf.constant(first), tf.constant(num))
+                chunks.append(rows.numpy()[:num])
+                if replay:
+                    self._replay(callbacks, first, chunks[-1])
+                if self.stop_training:
+                    break
+            else:
+                if last is not None:
+                    chunks.append(last(data.x, data.y, order).numpy()[None])
+                    if replay:
+                        self._replay(callbacks, full, chunks[-1])
+            logs = np.concatenate(chunks)
+            return logs, sizes[: len(logs)]
+
+        return run
+
+    def _dataset_epoch(
+        self, data: data_lib.DatasetData, variables: list[tf.Variable], per_call: int | None
+    ) -> Callable[[CallbackList], tuple[np.ndarray, np.ndarray]]:
+        """Returns ``run(callbacks) -> (logs[steps, k], sizes[steps])`` for one pass."""
+        step = self._step_function(variables)
+        k, dtype = len(self._names()), self._log_dtype()
+        known = data.steps
+        per_call = per_call or known or 2**31 - 1
+
+        key = ("train-dataset", data.x_spec, data.y_spec, tuple(id(var) for var in variables))
+        inner = self._compiled(
+            (*key, "step"),
+            lambda jit: tf.function(
+                step, input_signature=[data.x_spec, data.y_spec], jit_compile=jit
+            ),
+            "training step",
+        )
+        if inner.pending:
+            # Settle jit_compile="auto" before the loop consumes the iterator. XLA needs
+            # static shapes to lower a graph, so check a throwaway copy of the step on a
+            # small batch shaped like the data.
+            probe = tf.function(step, jit_compile=True)
+            inner.settle(_loops.xla_obstacle(probe, *self._example_batch(data)))
+        loop = self._cached(
+            (*key, "loop", inner.jit_compile),
+            lambda: tf.function(_loops.dataset_loop(inner.function, k, dtype)),
+        )
+        self.train_function = loop
+
+        def run(callbacks: CallbackList) -> tuple[np.ndarray, np.ndarray]:
+            iterator = iter(data.dataset)
+            replay = callbacks.wants_batch_logs
+            chunks, sizes, done = [], [], 0
+            while known is None or done < known:
+                logs, batch_sizes = loop(iterator, tf.constant(per_call))
+                rows = logs.numpy()
+                if len(rows):
+                    chunks.append(rows)
+                    sizes.append(batch_sizes.numpy())
+                    if replay:
+                        self._replay(callbacks, done, rows)
+                done += len(rows)
+                if len(rows) < per_call or self.stop_training:
+                    break
+            if not chunks:
+                raise ValueError("`x` yielded no batches; the dataset is empty.")
+            return np.concatenate(chunks), np.concatenate(sizes).astype(np.float64)
+
+        return run
+
+    def _make_eval_step(self, x_spec: tf.TensorSpec, y_spec: tf.TensorSpec, jit: bool) -> Any:
         def eval_step(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
             pred = self.model(x)
             return self._outputs(y, pred, self.loss(y, pred))
 
-        return tf.function(
-            eval_step, input_signature=[x_spec, y_spec], jit_compile=self.jit_compile
-        )
+        return tf.function(eval_step, input_signature=[x_spec, y_spec], jit_compile=jit)
 
-    def _make_predict(self, x_spec: tf.TensorSpec) -> Any:
-        return tf.function(
-            self.model.__call__, input_signature=[x_spec], jit_compile=self.jit_compile
-        )
+    def _make_predict(self, x_spec: tf.TensorSpec, jit: bool) -> Any:
+        return tf.function(self.model.__call__, input_signature=[x_spec], jit_compile=jit)
 
     def _evaluate(self, prepared: data_lib.Data) -> dict[str, float]:
-        key = ("eval", prepared.x_spec, prepared.y_spec)
-        fn = self._cached(key, lambda: self._make_eval_step(prepared.x_spec, prepared.y_spec))
+        x_spec, y_spec = prepared.x_spec, prepared.y_spec
+        fn = self._compiled(
+            ("eval", x_spec, y_spec),
+            lambda jit: self._make_eval_step(x_spec, y_spec, jit),
+            "evaluation step",
+        )
         results, sizes = [], []
         for x_batch, y_batch, size in prepared.batches():
             results.append(fn(x_batch, y_batch))
             sizes.append(size if size is not None else tf.shape(x_batch)[0])
         if not results:
             raise ValueError("The evaluation data yielded no batches; the dataset is empty.")
-        return self._mean_logs(results, sizes)
+        logs = tf.stack(results).numpy()
+        return self._weighted_mean(logs, np.array([int(s) for s in sizes], np.float64))
 
     # -- logs ------------------------------------------------------------
 
     def _names(self) -> list[str]:
         return ["loss", *self.metrics]
 
-    def _logs(self, outputs: tf.Tensor) -> Logs:
-        return dict(zip(self._names(), (float(x) for x in outputs.numpy()), strict=True))
+    def _weighted_mean(self, logs: np.ndarray, sizes: np.ndarray) -> Logs:
+        """Example-weighted means of per-step logs, in float64.
 
-    def _mean_logs(self, results: list[tf.Tensor], sizes: list[Any]) -> Logs:
-        """Example-weighted means of per-batch logs (one host transfer)."""
-        if len(results) == 1:  # full batch: the step's own values, not loss * n / n
-            return self._logs(results[0])
-        stacked = tf.stack(results)
-        weights = tf.cast(tf.stack(sizes), stacked.dtype)
-        means = tf.reduce_sum(stacked * weights[:, None], axis=0) / tf.reduce_sum(weights)
-        return dict(zip(self._names(), (float(x) for x in means.numpy()), strict=True))
+        For a single full batch this is the step's own value exactly
+        (``v * n / n`` is exact in float64 for a float32 ``v``).
+        """
+        means = (logs.astype(np.float64) * sizes[:, None]).sum(axis=0) / sizes.sum()
+        return dict(zip(self._names(), (float(m) for m in means), strict=True))

@@ -37,6 +37,15 @@ class Callback:
     when there is validation data.
     """
 
+    requires_every_step: bool = False
+    """Set to ``True`` in a callback that must act between individual steps.
+
+    By default the Trainer runs many steps per compiled call and replays
+    their logs to the batch hooks afterwards; with this flag set on any
+    callback, ``fit`` runs one step per call, so each batch hook runs before
+    the next step starts.
+    """
+
     def __init__(self) -> None:
         self.trainer: Trainer | None = None
         self.params: dict[str, Any] = {}

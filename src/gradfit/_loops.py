@@ -1,0 +1,191 @@
+"""The compiled inner loops: many training steps per call of one ``tf.function``.
+
+In-memory data (``ArrayData``) is already a tensor on the device. Per epoch
+the outer loop draws a permutation in-graph (or uses the natural order),
+then calls :func:`array_loop` for chunks of ``steps_per_execution`` full
+batches: a ``tf.while_loop`` that slices each batch with static shapes
+(``tf.slice``/``tf.gather``), runs the step, and writes the step's logs
+into a ``[steps, k]`` buffer that comes back as one tensor. A ragged last
+batch has its own static-shape step function, called once per epoch, so
+neither function is ever retraced during a fit, and XLA can compile both.
+
+A ``tf.data`` input is consumed inside :func:`dataset_loop`'s while loop
+(``get_next_as_optional``), up to ``steps_per_execution`` batches per call;
+the step itself is XLA-compiled when asked, the iterator loop is not (XLA
+cannot run iterator ops).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import tensorflow as tf
+
+logger = logging.getLogger("gradfit")
+
+Step = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+"""``step(x_batch, y_batch) -> logs``: one training step, returning a ``[k]`` vector."""
+
+
+# Ops XLA compiles away rather than runs: a graph holding them changes meaning under XLA.
+_DROPPED_BY_XLA = frozenset({"Assert", "PrintV2", "Print"})
+
+
+def _op_types(graph: Any) -> set[str]:
+    """Every op type in a FuncGraph, including the functions it calls (while bodies...)."""
+    graph_def = graph.as_graph_def()
+    types = {node.op for node in graph_def.node}
+    for function in graph_def.library.function:
+        types.update(node.op for node in function.node_def)
+    return types
+
+
+def xla_obstacle(function: Any, *args: Any) -> str | None:
+    """Why ``function`` (a ``jit_compile=True`` tf.function) should not use XLA, or ``None``.
+
+    Looks, without running anything, for ops XLA would silently drop
+    (``tf.debugging`` assertions, prints) and lowers the graph to HLO, which
+    fails for ops without an XLA kernel.
+    """
+    concrete = function.get_concrete_function(*args)
+    dropped = _op_types(concrete.graph) & _DROPPED_BY_XLA
+    if dropped:
+        return f"it holds {sorted(dropped)} ops, which XLA would silently drop"
+    try:
+        function.experimental_get_compiler_ir(*args)(stage="hlo")
+    except Exception as err:
+        return str(err).strip().splitlines()[0]
+    return None
+
+
+class Compiled:
+    """A ``tf.function`` built by ``make(jit)``, with ``jit_compile="auto"`` resolved lazily.
+
+    With ``"auto"`` the first call (or :meth:`resolve`) checks, without
+    running anything, whether XLA can compile the graph faithfully (see
+    :func:`xla_obstacle`); if not, the function is rebuilt without XLA and a
+    note is logged.
+
+    Args:
+        make: Builds the ``tf.function`` for a given ``jit_compile`` flag.
+        jit_compile: ``True``, ``False`` or ``"auto"``.
+        name: What the function does, for the log note.
+    """
+
+    def __init__(self, make: Callable[[bool], Any], jit_compile: bool | str, name: str) -> None:
+        self._make = make
+        self._name = name
+        self._pending_auto = jit_compile == "auto"
+        self.jit_compile = jit_compile is True or jit_compile == "auto"
+        self.function = make(self.jit_compile)
+
+    @property
+    def pending(self) -> bool:
+        """Whether ``jit_compile="auto"`` is still to be settled."""
+        return self._pending_auto
+
+    def resolve(self, *args: Any) -> None:
+        """Settles ``"auto"`` by checking the function on ``args`` (no-op otherwise)."""
+        if self._pending_auto:
+            self.settle(xla_obstacle(self.function, *args))
+
+    def settle(self, reason: str | None) -> None:
+        """Settles ``"auto"``: XLA stays on when ``reason`` is ``None``, else it goes off."""
+        if not self._pending_auto:
+            return
+        self._pending_auto = False
+        if reason is not None:
+            logger.info("jit_compile='auto': not using XLA for the %s: %s", self._name, reason)
+            self.jit_compile = False
+            self.function = self._make(False)
+
+    def __call__(self, *args: Any) -> Any:
+        self.resolve(*args)
+        return self.function(*args)
+
+    def experimental_get_tracing_count(self) -> int:
+        """How many times the current ``tf.function`` has been traced."""
+        return int(self.function.experimental_get_tracing_count())
+
+
+def _batch(x: tf.Tensor, order: tf.Tensor | None, start: Any, size: int) -> tf.Tensor:
+    """Rows ``order[start:start + size]`` of ``x`` (or ``x[start:start + size]``), static size."""
+    if order is None:
+        rest = x.shape[1:].as_list()
+        return tf.slice(x, [start] + [0] * len(rest), [size, *rest])
+    return tf.gather(x, tf.slice(order, [start], [size]))
+
+
+def array_loop(
+    step: Step,
+    batch_size: int,
+    max_steps: int,
+    num_logs: int,
+    log_dtype: tf.DType,
+    *,
+    shuffled: bool,
+) -> Callable[..., tf.Tensor]:
+    """Returns ``loop(x, y, order, first_step, num_steps) -> logs[max_steps, k]``.
+
+    Runs full batches ``first_step, ..., first_step + num_steps - 1``; row
+    ``i`` of the result holds the logs of step ``first_step + i`` (rows past
+    ``num_steps`` are zero). ``first_step`` and ``num_steps`` are tensors,
+    so changing them never retraces.
+    """
+
+    def loop(
+        x: tf.Tensor, y: tf.Tensor, order: tf.Tensor, first_step: tf.Tensor, num_steps: tf.Tensor
+    ) -> tf.Tensor:
+        rows = order if shuffled else None
+
+        def body(i: tf.Tensor, logs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            start = (first_step + i) * batch_size
+            out = step(_batch(x, rows, start, batch_size), _batch(y, rows, start, batch_size))
+            return i + 1, tf.tensor_scatter_nd_update(logs, [[i]], out[None])
+
+        logs = tf.zeros([max_steps, num_logs], log_dtype)
+        _, logs = tf.while_loop(
+            lambda i, _: i < num_steps,
+            body,
+            (tf.constant(0), logs),
+            maximum_iterations=max_steps,
+        )
+        return logs
+
+    return loop
+
+
+def array_last_step(step: Step, start: int, size: int, *, shuffled: bool) -> Callable[..., Any]:
+    """Returns ``last(x, y, order) -> logs[k]``: the ragged batch, ``size`` rows from ``start``."""
+
+    def last(x: tf.Tensor, y: tf.Tensor, order: tf.Tensor) -> tf.Tensor:
+        rows = order if shuffled else None
+        return step(_batch(x, rows, start, size), _batch(y, rows, start, size))
+
+    return last
+
+
+def dataset_loop(step: Step, num_logs: int, log_dtype: tf.DType) -> Callable[..., Any]:
+    """Returns ``loop(iterator, num_steps) -> (logs[n, k], sizes[n])`` for ``n <= num_steps``.
+
+    Consumes up to ``num_steps`` batches from ``iterator`` inside the graph;
+    ``n < num_steps`` means the iterator is exhausted.
+    """
+
+    def loop(iterator: Any, num_steps: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        logs = tf.TensorArray(log_dtype, size=0, dynamic_size=True, element_shape=[num_logs])
+        sizes = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[])
+        i = tf.constant(0)
+        while i < num_steps:
+            element = iterator.get_next_as_optional()
+            if not element.has_value():
+                break
+            x, y = element.get_value()
+            logs = logs.write(i, step(x, y))
+            sizes = sizes.write(i, tf.shape(x)[0])
+            i += 1
+        return logs.stack(), sizes.stack()
+
+    return loop
