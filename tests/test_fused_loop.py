@@ -204,17 +204,21 @@ class PyFunctionModel(gf.Model):
 def test_auto_jit_falls_back_when_xla_cannot_compile(caplog):
     trainer = gf.Trainer(PyFunctionModel(), gf.L2(), gf.SGD(0.1))
     with caplog.at_level(logging.INFO, logger="gradfit"):
-        trainer.fit(X, Y[:, 0], epochs=2, batch_size=16)
+        trainer.fit(X, Y[:, 0], epochs=20, batch_size=16)
     assert trainer.train_function.jit_compile is False
     assert any("not using XLA" in r.getMessage() for r in caplog.records)
-    assert int(trainer.update_rule.iterations.numpy()) == 12
+    assert int(trainer.update_rule.iterations.numpy()) == 120
 
 
-def test_auto_jit_uses_xla_when_it_can():
+def test_auto_jit_uses_xla_when_it_can_and_the_fit_is_long_enough():
     trainer = gf.Trainer(gf.LinearModel(), gf.L2())
-    trainer.fit(X, Y, batch_size=16)
+    trainer.fit(X, Y, batch_size=16, epochs=20)  # 120 steps
     assert trainer.jit_compile == "auto"
     assert trainer.train_function.jit_compile is True
+    # A short fit does not pay for compilation: no XLA, and the cached XLA loop is kept.
+    trainer.fit(X, Y, batch_size=16, epochs=2)
+    assert trainer.train_function.jit_compile is False
+    assert gf.trainer.AUTO_JIT_MIN_STEPS == 100
 
 
 @pytest.mark.parametrize(

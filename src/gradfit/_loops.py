@@ -134,6 +134,19 @@ def array_loop(
     ``num_steps`` are zero). ``first_step`` and ``num_steps`` are tensors,
     so changing them never retraces.
     """
+    if max_steps == 1 and not shuffled:
+        # One batch per epoch (full-batch descent): the whole data set is the batch and
+        # a loop would only add tracing time.
+        def single(
+            x: tf.Tensor,
+            y: tf.Tensor,
+            order: tf.Tensor,
+            first_step: tf.Tensor,
+            num_steps: tf.Tensor,
+        ) -> tf.Tensor:
+            return step(x, y)[None]
+
+        return single
 
     def loop(
         x: tf.Tensor, y: tf.Tensor, order: tf.Tensor, first_step: tf.Tensor, num_steps: tf.Tensor
