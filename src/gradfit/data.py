@@ -87,21 +87,35 @@ def to_tensor(name: str, value: Any, float_dtype: tf.DType, *, keep_int: bool = 
         )
     if math.prod(shape) == 0:
         raise ValueError(f"`{name}` must not be empty. Received: {name}.shape={shape}")
+    target = None if (kind in "iu" and keep_int) else float_dtype
+    # Finiteness is checked after the cast: 1e300 is finite in float64, not in float32.
+    if tensor is None and target != tf.bfloat16:  # NumPy has no bfloat16
+        if target is not None and array.dtype != target.as_numpy_dtype:
+            with np.errstate(over="ignore", invalid="ignore"):
+                array = array.astype(target.as_numpy_dtype)
+        if array.dtype.kind == "f":
+            finite = np.isfinite(array)
+            if not finite.all():
+                _not_finite(name, value, array.dtype.name, np.argwhere(~finite)[0])
+        return tf.convert_to_tensor(array)
     if tensor is None:
         tensor = tf.convert_to_tensor(array)
-    if not (kind in "iu" and keep_int) and tensor.dtype != float_dtype:
-        tensor = tf.cast(tensor, float_dtype)
+    if target is not None and tensor.dtype != target:
+        tensor = tf.cast(tensor, target)
     if tensor.dtype.is_floating:
-        # Checked after the cast: 1e300 is finite in float64 but not in float32.
         finite = tf.math.is_finite(tensor)
         if not bool(tf.reduce_all(finite)):
-            first = tuple(int(i) for i in tf.where(tf.logical_not(finite))[0].numpy())
-            raise ValueError(
-                f"`{name}` must be finite in {tensor.dtype.name}; it holds NaN, infinity or a "
-                f"value too large for {tensor.dtype.name}, first at index {first}. "
-                f"Received: {name}={_describe(value)}"
-            )
+            first = tf.where(tf.logical_not(finite))[0].numpy()
+            _not_finite(name, value, tensor.dtype.name, first)
     return tensor
+
+
+def _not_finite(name: str, value: Any, dtype: str, first: Any) -> None:
+    index = tuple(int(i) for i in first)
+    raise ValueError(
+        f"`{name}` must be finite in {dtype}; it holds NaN, infinity or a value too large "
+        f"for {dtype}, first at index {index}. Received: {name}={_describe(value)}"
+    )
 
 
 @dataclass

@@ -172,6 +172,7 @@ class Trainer:
         self.history: History | None = None
         self.train_function: Any = None
         self._functions: dict[Any, Any] = {}
+        self._probed: set[Any] = set()
 
     # -- public API ------------------------------------------------------
 
@@ -348,6 +349,9 @@ class Trainer:
         error before anything is traced or any variable changes.
         """
         x_spec, y_spec = prepared.x_spec, prepared.y_spec
+        key = (x_spec, y_spec)
+        if key in self._probed:  # this model, loss and metrics took such data before
+            return
         x0, y0 = self._example_batch(prepared)
         try:
             pred = self.model(x0)
@@ -357,6 +361,7 @@ class Trainer:
                 f"{tuple(x_spec.shape[1:])}, dtype {x_spec.dtype.name}): {err}"
             ) from err
         if y_spec is None or y0 is None:
+            self._probed.add(key)
             return
         for name, fn in (("loss", self.loss), *self.metrics.items()):
             arg = "loss" if name == "loss" else "metrics"
@@ -374,6 +379,7 @@ class Trainer:
                     f"`{arg}` ({loss_name(fn)}) must return a floating-point scalar; it returned "
                     f"shape {value.shape} and dtype {value.dtype.name}."
                 )
+        self._probed.add(key)
 
     def _example_batch(self, prepared: data_lib.Data) -> tuple[tf.Tensor, tf.Tensor | None]:
         """All-zero ``(x, y)`` batches shaped like the data, with static shapes.
@@ -503,7 +509,8 @@ class Trainer:
 
         permute = self._cached(("permute", n, id(generator)), lambda: tf.function(permutation))
         no_order = tf.zeros([0], tf.int32)
-        sizes = np.array([size] * full + ([rest] if rest else []), np.float64)
+        sizes = np.full(full + (1 if rest else 0), size, np.float64)
+        sizes[full:] = rest
 
         def run(callbacks: CallbackList) -> tuple[np.ndarray, np.ndarray]:
             order = permute() if shuffled else no_order
