@@ -11,6 +11,7 @@ import tensorflow as tf
 from hypothesis import given
 from hypothesis import strategies as st
 
+import gradfit as gf
 from gradfit import data
 
 # -- to_tensor ---------------------------------------------------------------
@@ -357,3 +358,50 @@ def test_prepare_array_keeps_int_targets_and_casts_int_features() -> None:
     assert prepared.x.dtype == tf.float32
     assert prepared.y.dtype == tf.int64
     assert prepared.steps == 2
+
+
+# -- large arrays are copied to the device in slices ---------------------------
+
+
+@pytest.fixture
+def tiny_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every array 'large' and slices 3 rows long, to exercise the sliced copy."""
+    monkeypatch.setattr(data, "CHUNKED_BYTES", 0)
+    monkeypatch.setattr(data, "CHUNK_BYTES", 3 * 2 * 8)
+
+
+@pytest.mark.usefixtures("tiny_chunks")
+def test_sliced_copy_equals_plain_conversion_and_casts() -> None:
+    array = np.arange(22, dtype=np.float64).reshape(11, 2) / 3
+    tensor = data.to_tensor("x", array, tf.float32)
+    assert tensor.dtype == tf.float32
+    np.testing.assert_array_equal(tensor.numpy(), array.astype(np.float32))
+    labels = data.to_tensor("y", np.arange(11), tf.float32, keep_int=True)
+    assert labels.dtype == tf.int64
+    np.testing.assert_array_equal(labels.numpy(), np.arange(11))
+
+
+@pytest.mark.usefixtures("tiny_chunks")
+def test_sliced_copy_reports_the_first_non_finite_index_across_slices() -> None:
+    array = np.zeros((11, 2))
+    array[7, 1] = 1e300  # finite in float64, inf in float32, in the third slice
+    with pytest.raises(ValueError, match=r"`x` must be finite in float32.*\(7, 1\)"):
+        data.to_tensor("x", array, tf.float32)
+
+
+@pytest.mark.usefixtures("tiny_chunks")
+def test_fit_on_sliced_copies_matches_fit_on_small_arrays() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 3)).astype(np.float32)
+    y = rng.normal(size=(20, 1)).astype(np.float32)
+    model = gf.LinearModel(weight_init=0.1, bias_init=0.0)
+    gf.Trainer(model, gf.L2(), gf.SGD(0.1), jit_compile=False).fit(
+        x, y, epochs=2, batch_size=6, seed=0
+    )
+    sliced = model.W.numpy()
+    data.CHUNKED_BYTES = 2**62  # back to the plain conversion
+    model = gf.LinearModel(weight_init=0.1, bias_init=0.0)
+    gf.Trainer(model, gf.L2(), gf.SGD(0.1), jit_compile=False).fit(
+        x, y, epochs=2, batch_size=6, seed=0
+    )
+    np.testing.assert_array_equal(sliced, model.W.numpy())

@@ -23,6 +23,10 @@ from gradfit import _validation as v
 
 _NUMERIC_KINDS = "biuf"
 
+CHUNKED_BYTES = 64 * 2**20
+"""Arrays at least this large are copied to the device in slices (see ``to_tensor``)."""
+CHUNK_BYTES = 16 * 2**20
+
 
 def _describe(value: Any) -> str:
     shape = getattr(value, "shape", None)
@@ -41,6 +45,10 @@ def to_tensor(name: str, value: Any, float_dtype: tf.DType, *, keep_int: bool = 
         float_dtype: The dtype floating-point (and, unless ``keep_int``,
             integer and boolean) data is cast to.
         keep_int: Keep integer data as integers (class labels).
+
+    Returns:
+        The tensor. NumPy arrays of ``CHUNKED_BYTES`` or more are copied in
+        slices, so the conversion never holds two copies at once.
 
     Raises:
         TypeError: ``None``, strings, objects, complex numbers, ragged or
@@ -89,6 +97,8 @@ def to_tensor(name: str, value: Any, float_dtype: tf.DType, *, keep_int: bool = 
         raise ValueError(f"`{name}` must not be empty. Received: {name}.shape={shape}")
     target = None if (kind in "iu" and keep_int) else float_dtype
     # Finiteness is checked after the cast: 1e300 is finite in float64, not in float32.
+    if tensor is None and array.nbytes >= CHUNKED_BYTES:
+        return _chunked_to_device(name, value, array, target)
     if tensor is None and target != tf.bfloat16:  # NumPy has no bfloat16
         if target is not None and array.dtype != target.as_numpy_dtype:
             with np.errstate(over="ignore", invalid="ignore"):
@@ -102,11 +112,55 @@ def to_tensor(name: str, value: Any, float_dtype: tf.DType, *, keep_int: bool = 
         tensor = tf.convert_to_tensor(array)
     if target is not None and tensor.dtype != target:
         tensor = tf.cast(tensor, target)
+    return _check_finite(name, value, tensor)
+
+
+def _chunked_to_device(
+    name: str, value: Any, array: np.ndarray, target: tf.DType | None
+) -> tf.Tensor:
+    """Copies a large array to the device in slices, checking and casting each one.
+
+    ``tf.convert_to_tensor`` on a NumPy array briefly holds two copies of it
+    (three times the data in all, with the user's own array). Here the device
+    tensor is allocated once, uninitialised, and ~16 MiB slices are written
+    into it with ``InplaceUpdate``, which updates the buffer in place in
+    eager mode, so the extra memory is one copy plus a slice. Should a
+    TensorFlow version copy instead, the first slice shows it and the whole
+    array is converted the ordinary way.
+    """
+    dtype = target if target is not None else tf.as_dtype(array.dtype)
+    rows = max(1, CHUNK_BYTES // max(1, array[:1].nbytes))
+    with tf.init_scope():
+        data = tf.raw_ops.Empty(shape=array.shape, dtype=dtype)
+        for start in range(0, array.shape[0], rows):
+            chunk = tf.convert_to_tensor(array[start : start + rows])
+            if chunk.dtype != dtype:
+                chunk = tf.cast(chunk, dtype)
+            if dtype.is_floating:
+                finite = tf.math.is_finite(chunk)
+                if not bool(tf.reduce_all(finite)):
+                    first = tf.where(tf.logical_not(finite))[0].numpy()
+                    first[0] += start
+                    _not_finite(name, value, dtype.name, first)
+            before = data
+            data = tf.raw_ops.InplaceUpdate(
+                x=data, i=tf.range(start, start + int(chunk.shape[0])), v=chunk
+            )
+            if start == 0 and not bool(tf.reduce_all(tf.equal(before[:1], chunk[:1]))):
+                # Not updated in place: fall back to one ordinary conversion.
+                del before, data
+                tensor = tf.convert_to_tensor(array)
+                if tensor.dtype != dtype:
+                    tensor = tf.cast(tensor, dtype)
+                return _check_finite(name, value, tensor)
+    return data
+
+
+def _check_finite(name: str, value: Any, tensor: tf.Tensor) -> tf.Tensor:
     if tensor.dtype.is_floating:
         finite = tf.math.is_finite(tensor)
         if not bool(tf.reduce_all(finite)):
-            first = tf.where(tf.logical_not(finite))[0].numpy()
-            _not_finite(name, value, tensor.dtype.name, first)
+            _not_finite(name, value, tensor.dtype.name, tf.where(tf.logical_not(finite))[0].numpy())
     return tensor
 
 
