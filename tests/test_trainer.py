@@ -303,9 +303,7 @@ def test_learning_rate_changed_by_a_callback_is_used_logged_and_never_retraces()
     model = gf.LinearModel(weight_init=1.0, bias_init=0.0)
     trainer = gf.Trainer(model, gf.L2(), gf.SGD(0.02))
     record = gf.RecordVariables()
-    history = trainer.fit(
-        x, y, epochs=3, callbacks=[record, gf.LambdaCallback(on_epoch_end=halve)]
-    )
+    history = trainer.fit(x, y, epochs=3, callbacks=[record, gf.LambdaCallback(on_epoch_end=halve)])
     assert history.history["lr"] == pytest.approx([0.02, 0.01, 0.005])
     assert trainer.train_function.experimental_get_tracing_count() == 1
     # Epoch 1 starts from the values after epoch 0 and steps with lr 0.01.

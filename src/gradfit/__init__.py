@@ -9,7 +9,7 @@ callbacks record what happened::
     history = gf.Trainer(gf.LinearModel(), gf.L2(), gf.SGD(0.1)).fit(x, y, epochs=10)
 """
 
-from gradfit import callbacks
+from gradfit import callbacks, schedules
 from gradfit.callbacks import (
     Callback,
     EarlyStopping,
@@ -27,8 +27,21 @@ from gradfit.losses import (
 )
 from gradfit.models import MLP, LinearModel, Model
 from gradfit.trainer import Trainer
-from gradfit.update_rules import SGD, UpdateRule
-from gradfit.update_rules.keras import KerasOptimizer
+from gradfit.update_rules import (
+    SGD,
+    Adagrad,
+    Adam,
+    AdamW,
+    GradientTransform,
+    KerasOptimizer,
+    Lion,
+    RMSProp,
+    UpdateRule,
+    accumulate,
+    chain,
+    clip_by_global_norm,
+    clip_by_value,
+)
 
 __version__ = "0.1.0"
 
@@ -37,20 +50,31 @@ __all__ = [
     "L2",
     "MLP",
     "SGD",
+    "Adagrad",
+    "Adam",
+    "AdamW",
     "BinaryCrossentropy",
     "Callback",
     "EarlyStopping",
+    "GradientTransform",
     "History",
     "Huber",
     "KerasOptimizer",
     "LambdaCallback",
     "LinearModel",
+    "Lion",
     "Loss",
     "Model",
+    "RMSProp",
     "RecordVariables",
     "SparseCategoricalCrossentropy",
     "Trainer",
     "UpdateRule",
     "__version__",
+    "accumulate",
     "callbacks",
+    "chain",
+    "clip_by_global_norm",
+    "clip_by_value",
+    "schedules",
 ]

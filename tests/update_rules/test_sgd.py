@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import gradfit as gf
+from tests.update_rules.helpers import assert_matches_keras
 
 SHAPES = [(), (3,), (2, 4)]
 
@@ -413,4 +414,38 @@ def test_checkpoint_round_trip(tmp_path):
 def test_repr_shows_hyperparameters():
     assert repr(gf.SGD(0.5, momentum=0.25, nesterov=True)) == (
         "SGD(learning_rate=0.5, momentum=0.25, nesterov=True)"
+    )
+
+
+# -- weight decay (Keras's decoupled decay) ---------------------------------------
+
+
+@pytest.mark.parametrize(("momentum", "nesterov"), [(0.0, False), (0.9, False), (0.9, True)])
+def test_weight_decay_matches_keras_over_100_steps(momentum, nesterov):
+    kwargs = {"learning_rate": 0.05, "momentum": momentum, "nesterov": nesterov}
+    assert_matches_keras(
+        gf.SGD(**kwargs, weight_decay=0.1),
+        keras.optimizers.SGD(**kwargs, weight_decay=0.1),
+        seed=90,
+    )
+
+
+def test_golden_weight_decay_touches_every_row_of_a_sparse_update():
+    table = tf.Variable(tf.ones([3, 2]))
+    rule = gf.SGD(0.1, weight_decay=0.5)
+    grad = tf.IndexedSlices(tf.constant([[1.0, 2.0]]), tf.constant([1]), tf.constant([3, 2]))
+    rule.apply([grad], [table])
+    # every row decays: 1 - 1 * 0.5 * 0.1 = 0.95 ; row 1 then steps: 0.95 - 0.1 * [1, 2]
+    np.testing.assert_allclose(table.numpy(), [[0.95, 0.95], [0.85, 0.75], [0.95, 0.95]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan")])
+def test_invalid_weight_decay_raises(bad):
+    with pytest.raises(ValueError, match=r"`weight_decay`.*Received: weight_decay="):
+        gf.SGD(0.1, weight_decay=bad)
+
+
+def test_repr_shows_weight_decay_when_set():
+    assert repr(gf.SGD(0.5, weight_decay=0.01)) == (
+        "SGD(learning_rate=0.5, momentum=0.0, nesterov=False, weight_decay=0.01)"
     )

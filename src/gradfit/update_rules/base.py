@@ -10,6 +10,12 @@ restores them with the model. Writing one takes a few lines::
             for g, var in zip(gradients, variables):
                 var.assign_sub(tf.cast(lr, var.dtype) * tf.sign(g))
 
+The learning rate is a number (held in a ``tf.Variable``) or a schedule: any
+``callable(step) -> rate``, such as :mod:`gradfit.schedules` or a Keras
+``LearningRateSchedule``. :meth:`UpdateRule.current_learning_rate` computes it
+in-graph from ``iterations``, so the k-th update (from 0) uses ``schedule(k)``
+and nothing retraces as it changes.
+
 gradfit wraps every subclass's ``apply`` so that, before the subclass's own
 code runs, the arguments are checked (equal lengths, matching dtypes and
 shapes), pairs whose gradient is ``None`` are dropped (all ``None`` is an
@@ -33,6 +39,9 @@ import tensorflow as tf
 from gradfit import _validation as v
 
 Gradient: TypeAlias = "tf.Tensor | tf.IndexedSlices | None"
+Schedule: TypeAlias = Callable[[tf.Tensor], Any]
+"""A learning-rate schedule: ``schedule(step) -> rate`` for an int64 scalar tensor ``step``."""
+LearningRate: TypeAlias = "float | Schedule"
 
 _HALF_DTYPES = (tf.float16, tf.bfloat16)
 
@@ -74,6 +83,70 @@ def _check_learning_rate(value: Any) -> float:
     return number
 
 
+def _check_schedule(schedule: Any) -> Schedule:
+    """Checks that ``schedule(0)`` is a finite, non-negative real scalar (called eagerly)."""
+    expected = (
+        "`learning_rate` must be a number or a schedule `callable(step) -> rate` returning a "
+        "finite, non-negative real scalar"
+    )
+    try:
+        with tf.init_scope():
+            rate = tf.convert_to_tensor(schedule(tf.constant(0, tf.int64)))
+            value = rate.numpy() if rate.shape.rank == 0 else None
+    except Exception as err:
+        raise TypeError(
+            f"{expected}; calling it at step 0 failed with {type(err).__name__}: {err}. "
+            f"{v.received('learning_rate', schedule)}"
+        ) from err
+    if value is None or not (rate.dtype.is_floating or rate.dtype.is_integer):
+        raise TypeError(
+            f"{expected}; at step 0 it returned shape {rate.shape} and dtype {rate.dtype.name}. "
+            f"{v.received('learning_rate', schedule)}"
+        )
+    if not math.isfinite(float(value)) or float(value) < 0:
+        raise ValueError(
+            f"{expected}; at step 0 it returned {float(value)}. "
+            f"{v.received('learning_rate', schedule)}"
+        )
+    return schedule
+
+
+def check_positive(name: str, value: Any) -> float:
+    """Checks that hyperparameter ``value`` is a finite real number > 0."""
+    number = v.real_number(name, value)
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"`{name}` must be a finite, positive number. {v.received(name, value)}")
+    return number
+
+
+def weight_decay_step(param: tf.Tensor, lr: tf.Tensor, weight_decay: float) -> tf.Tensor:
+    """Returns ``param * weight_decay * lr``: Keras's decoupled decay is ``param -= it``."""
+    return param * weight_decay * lr
+
+
+def apply_weight_decay(variable: tf.Variable, lr: tf.Tensor, weight_decay: float) -> None:
+    """Decays ``variable`` in place by :func:`weight_decay_step` (nothing if the rate is 0).
+
+    Computed in float32 for half-precision variables, then cast back.
+    """
+    if not weight_decay:
+        return
+    dtype = tf.float32 if variable.dtype in _HALF_DTYPES else variable.dtype
+    step = weight_decay_step(tf.cast(variable, dtype), tf.cast(lr, dtype), weight_decay)
+    variable.assign_sub(tf.cast(step, variable.dtype))
+
+
+def sum_duplicates(gradient: tf.IndexedSlices) -> tf.IndexedSlices:
+    """Returns ``gradient`` with the rows of repeated indices summed (unique indices).
+
+    Updates that are not linear in the gradient (squares, norms, clipping) must
+    see each row once, as the dense gradient has it. Works under XLA.
+    """
+    indices, positions = tf.unique(gradient.indices)
+    values = tf.math.unsorted_segment_sum(gradient.values, positions, tf.shape(indices)[0])
+    return tf.IndexedSlices(values, indices, gradient.dense_shape)
+
+
 class UpdateRule(tf.Module, abc.ABC):
     """Base class of update rules (optimizers).
 
@@ -81,22 +154,31 @@ class UpdateRule(tf.Module, abc.ABC):
     :meth:`create_state` and create slots there with :meth:`add_slot`.
 
     Args:
-        learning_rate: A finite, non-negative number. It is held in a
-            ``tf.Variable``, so setting ``rule.learning_rate = 0.01`` later
-            (from a callback, say) never retraces the compiled step.
+        learning_rate: A finite, non-negative number, or a schedule
+            ``callable(step) -> rate`` (:mod:`gradfit.schedules`, a Keras
+            ``LearningRateSchedule``, a function of a tensor). A number is held
+            in a ``tf.Variable``, so setting ``rule.learning_rate = 0.01`` later
+            (from a callback, say) never retraces the compiled step. A schedule
+            is evaluated in-graph at ``iterations``: the k-th update uses
+            ``schedule(k)``.
         name: Name of the module.
     """
 
     supports_sparse: ClassVar[bool] = False
     """Whether :meth:`apply` handles ``tf.IndexedSlices`` gradients itself."""
 
-    def __init__(self, learning_rate: float = 0.01, *, name: str | None = None) -> None:
+    def __init__(self, learning_rate: LearningRate = 0.01, *, name: str | None = None) -> None:
         super().__init__(name=name)
-        rate = _check_learning_rate(learning_rate)
+        self._schedule: Schedule | None = None
+        self._learning_rate: tf.Variable | None = None
+        if callable(learning_rate) and not isinstance(learning_rate, tf.Variable):
+            self._schedule = _check_schedule(learning_rate)
+        rate = None if self._schedule is not None else _check_learning_rate(learning_rate)
         with tf.init_scope():
-            self._learning_rate = tf.Variable(
-                rate, dtype=tf.float32, trainable=False, name="learning_rate"
-            )
+            if rate is not None:
+                self._learning_rate = tf.Variable(
+                    rate, dtype=tf.float32, trainable=False, name="learning_rate"
+                )
             self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
         self._slots: dict[str, tf.Variable] = {}  # "<variable position>/<slot name>" -> slot
         self._index = _VariableIndex()
@@ -112,20 +194,43 @@ class UpdateRule(tf.Module, abc.ABC):
     # -- hyperparameters -------------------------------------------------
 
     @property
-    def learning_rate(self) -> tf.Variable:
-        """The learning-rate variable; assign a number to change it without retracing."""
-        return self._learning_rate
+    def learning_rate(self) -> Any:
+        """The learning-rate variable, or the schedule the rule was given.
+
+        Assign a number to change a constant rate without retracing. A rule
+        built with a schedule follows it; its rate cannot be assigned.
+        """
+        return self._learning_rate if self._schedule is None else self._schedule
 
     @learning_rate.setter
     def learning_rate(self, value: float) -> None:
+        if self._learning_rate is None:
+            raise TypeError(
+                f"`learning_rate` cannot be set on a rule that follows a schedule "
+                f"({self._schedule!r}); create the rule with a number to change its rate "
+                f"by assignment. {v.received('learning_rate', value)}"
+            )
+        if callable(value) and not isinstance(value, tf.Variable):
+            raise TypeError(
+                "`learning_rate` can only be set to a number; pass a schedule when creating "
+                f"the rule. {v.received('learning_rate', value)}"
+            )
         self._learning_rate.assign(_check_learning_rate(value))
 
     def current_learning_rate(self) -> tf.Tensor:
         """The learning rate for the update about to be made (a float32 tensor).
 
-        Computed in-graph, so it may depend on ``iterations`` without retracing.
+        Computed in-graph: ``schedule(iterations)`` for a schedule, so it never
+        retraces and the k-th update (from 0) uses ``schedule(k)``.
         """
+        if self._schedule is not None:
+            return tf.cast(self._schedule(self.iterations.read_value()), tf.float32)
         return tf.convert_to_tensor(self._learning_rate)
+
+    def _learning_rate_repr(self) -> str:
+        if self._learning_rate is None:
+            return repr(self._schedule)
+        return str(self._learning_rate.numpy())
 
     # -- state -----------------------------------------------------------
 

@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 
 from gradfit import _validation as v
-from gradfit.update_rules.base import UpdateRule
+from gradfit.update_rules.base import UpdateRule, sum_duplicates
 
 
 class KerasOptimizer(UpdateRule):
@@ -18,7 +18,12 @@ class KerasOptimizer(UpdateRule):
     The optimizer is built eagerly on the model's variables by the Trainer;
     its slot variables and its own ``iterations`` are tracked by this module,
     so ``tf.train.Checkpoint`` saves them with the rest of the trainer. The
-    learning rate is the optimizer's own: read and set it on the optimizer.
+    learning rate is the optimizer's own (a number or a Keras schedule, which
+    gradfit's schedules are): read and set it on the optimizer.
+
+    ``tf.IndexedSlices`` gradients reach the optimizer with repeated indices
+    summed: given repeated indices, Keras 3's TensorFlow backend (Adam, for
+    one) updates differently from the equivalent dense gradient.
 
     Args:
         optimizer: A Keras 3 optimizer instance.
@@ -72,4 +77,5 @@ class KerasOptimizer(UpdateRule):
 
     def apply(self, gradients: Sequence[Any], variables: Sequence[tf.Variable]) -> None:
         """Lets the wrapped optimizer update ``variables``."""
-        self.optimizer.apply(list(gradients), list(variables))
+        gradients = [sum_duplicates(g) if isinstance(g, tf.IndexedSlices) else g for g in gradients]
+        self.optimizer.apply(gradients, list(variables))
