@@ -22,6 +22,10 @@ def sgd():
 
 
 def adam():
+    return gf.Adam(0.01)
+
+
+def keras_adam():
     return gf.KerasOptimizer(keras.optimizers.Adam(0.01))
 
 
@@ -49,7 +53,9 @@ class StepLog(Callback):
         self.steps.append((batch, logs["loss"]))
 
 
-@pytest.mark.parametrize("make_rule", [sgd, adam], ids=["sgd-momentum", "keras-adam"])
+@pytest.mark.parametrize(
+    "make_rule", [sgd, adam, keras_adam], ids=["sgd-momentum", "adam", "keras-adam"]
+)
 @pytest.mark.parametrize("shuffle", [False, True], ids=["ordered", "shuffled"])
 def test_fused_loop_is_bitwise_equal_to_one_step_per_call_without_xla(make_rule, shuffle):
     fused_log, single_log = StepLog(), StepLog()
@@ -69,7 +75,9 @@ def test_fused_loop_is_bitwise_equal_to_one_step_per_call_without_xla(make_rule,
     assert int(fused.update_rule.iterations.numpy()) == 18
 
 
-@pytest.mark.parametrize("make_rule", [sgd, adam], ids=["sgd-momentum", "keras-adam"])
+@pytest.mark.parametrize(
+    "make_rule", [sgd, adam, keras_adam], ids=["sgd-momentum", "adam", "keras-adam"]
+)
 def test_fused_loop_under_xla_matches_one_step_per_call(make_rule):
     _, fused_vars, _ = fit(make_rule(), jit=True)
     trainer, single_vars, _ = fit(make_rule(), jit=True, per_call=1)
