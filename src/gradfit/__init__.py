@@ -26,7 +26,7 @@ from gradfit.losses import (
     SparseCategoricalCrossentropy,
 )
 from gradfit.models import MLP, LinearModel, Model
-from gradfit.trainer import Trainer
+from gradfit.trainer import NonFiniteError, Trainer
 from gradfit.update_rules import (
     SGD,
     Adagrad,
@@ -49,6 +49,7 @@ __all__ = [
     "L1",
     "L2",
     "MLP",
+    "NonFiniteError",
     "SGD",
     "Adagrad",
     "Adam",

@@ -118,6 +118,13 @@ def _batch(x: tf.Tensor, order: tf.Tensor | None, start: Any, size: int) -> tf.T
     return tf.gather(x, tf.slice(order, [start], [size]))
 
 
+def _next_run(out: tf.Tensor, run: tf.Tensor, flag: int | None) -> tf.Tensor:
+    """Consecutive non-finite steps so far: ``run + 1`` if this step's flag is set, else 0."""
+    if flag is None:
+        return run
+    return tf.where(out[flag] > 0, run + 1, tf.zeros_like(run))
+
+
 def array_loop(
     step: Step,
     batch_size: int,
@@ -126,13 +133,19 @@ def array_loop(
     log_dtype: tf.DType,
     *,
     shuffled: bool,
-) -> Callable[..., tf.Tensor]:
-    """Returns ``loop(x, y, order, first_step, num_steps) -> logs[max_steps, k]``.
+    flag: int | None = None,
+    limit: int = 1,
+) -> Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
+    """Returns ``loop(x, y, order, first_step, num_steps, run) -> (logs, done, run)``.
 
     Runs full batches ``first_step, ..., first_step + num_steps - 1``; row
-    ``i`` of the result holds the logs of step ``first_step + i`` (rows past
-    ``num_steps`` are zero). ``first_step`` and ``num_steps`` are tensors,
-    so changing them never retraces.
+    ``i`` of ``logs`` (``[max_steps, k]``) holds the logs of step
+    ``first_step + i`` (rows past ``done`` are zero). ``first_step`` and
+    ``num_steps`` are tensors, so changing them never retraces.
+
+    When ``flag`` is a column index, that column marks non-finite steps:
+    ``run`` counts them in a row (carried in and out, across calls), and the
+    loop stops early, after the step that makes ``run`` reach ``limit``.
     """
     if max_steps == 1 and not shuffled:
         # One batch per epoch (full-batch descent): the whole data set is the batch and
@@ -143,29 +156,39 @@ def array_loop(
             order: tf.Tensor,
             first_step: tf.Tensor,
             num_steps: tf.Tensor,
-        ) -> tf.Tensor:
-            return step(x, y)[None]
+            run: tf.Tensor,
+        ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            out = step(x, y)
+            return out[None], tf.constant(1), _next_run(out, run, flag)
 
         return single
 
     def loop(
-        x: tf.Tensor, y: tf.Tensor, order: tf.Tensor, first_step: tf.Tensor, num_steps: tf.Tensor
-    ) -> tf.Tensor:
+        x: tf.Tensor,
+        y: tf.Tensor,
+        order: tf.Tensor,
+        first_step: tf.Tensor,
+        num_steps: tf.Tensor,
+        run: tf.Tensor,
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         rows = order if shuffled else None
 
-        def body(i: tf.Tensor, logs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        def body(
+            i: tf.Tensor, logs: tf.Tensor, run: tf.Tensor
+        ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
             start = (first_step + i) * batch_size
             out = step(_batch(x, rows, start, batch_size), _batch(y, rows, start, batch_size))
-            return i + 1, tf.tensor_scatter_nd_update(logs, [[i]], out[None])
+            logs = tf.tensor_scatter_nd_update(logs, [[i]], out[None])
+            return i + 1, logs, _next_run(out, run, flag)
+
+        def more(i: tf.Tensor, logs: tf.Tensor, run: tf.Tensor) -> tf.Tensor:
+            return i < num_steps if flag is None else tf.logical_and(i < num_steps, run < limit)
 
         logs = tf.zeros([max_steps, num_logs], log_dtype)
-        _, logs = tf.while_loop(
-            lambda i, _: i < num_steps,
-            body,
-            (tf.constant(0), logs),
-            maximum_iterations=max_steps,
+        done, logs, run = tf.while_loop(
+            more, body, (tf.constant(0), logs, run), maximum_iterations=max_steps
         )
-        return logs
+        return logs, done, run
 
     return loop
 
@@ -180,25 +203,35 @@ def array_last_step(step: Step, start: int, size: int, *, shuffled: bool) -> Cal
     return last
 
 
-def dataset_loop(step: Step, num_logs: int, log_dtype: tf.DType) -> Callable[..., Any]:
-    """Returns ``loop(iterator, num_steps) -> (logs[n, k], sizes[n])`` for ``n <= num_steps``.
+def dataset_loop(
+    step: Step, num_logs: int, log_dtype: tf.DType, *, flag: int | None = None, limit: int = 1
+) -> Callable[..., Any]:
+    """Returns ``loop(iterator, num_steps, run) -> (logs[n, k], sizes[n], run, exhausted)``.
 
     Consumes up to ``num_steps`` batches from ``iterator`` inside the graph;
-    ``n < num_steps`` means the iterator is exhausted.
+    ``exhausted`` says the iterator ran out. ``flag``, ``limit`` and ``run``
+    stop the loop after too many non-finite steps in a row, as in
+    :func:`array_loop`.
     """
 
-    def loop(iterator: Any, num_steps: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def loop(
+        iterator: Any, num_steps: tf.Tensor, run: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         logs = tf.TensorArray(log_dtype, size=0, dynamic_size=True, element_shape=[num_logs])
         sizes = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[])
         i = tf.constant(0)
-        while i < num_steps:
+        exhausted = tf.constant(False)
+        while i < num_steps and run < limit:
             element = iterator.get_next_as_optional()
             if not element.has_value():
+                exhausted = tf.constant(True)
                 break
             x, y = element.get_value()
-            logs = logs.write(i, step(x, y))
+            out = step(x, y)
+            logs = logs.write(i, out)
             sizes = sizes.write(i, tf.shape(x)[0])
+            run = _next_run(out, run, flag)
             i += 1
-        return logs.stack(), sizes.stack()
+        return logs.stack(), sizes.stack(), run, exhausted
 
     return loop

@@ -109,6 +109,31 @@ def _check_jit_compile(value: Any) -> bool | str:
     )
 
 
+class NonFiniteError(FloatingPointError):
+    """A training step produced a NaN or infinite loss or gradient.
+
+    The offending update was not applied. Attributes ``epoch`` and ``step``
+    (from 0 within the epoch) say where it happened.
+    """
+
+    def __init__(self, message: str, *, epoch: int, step: int) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+        self.step = step
+
+
+class _Columns:
+    """What a training step returns: visible logs, then the optional non-finite flag."""
+
+    def __init__(self, names: list[str], *, flag: bool) -> None:
+        self.names = names  # loss, metrics..., maybe grad_norm
+        self.flag = len(names) if flag else None  # index of the non-finite flag, if any
+
+    @property
+    def width(self) -> int:
+        return len(self.names) + (self.flag is not None)
+
+
 class Trainer:
     """Fits a model with a loss and an update rule.
 
@@ -132,6 +157,17 @@ class Trainer:
             see every step, replayed after the call with its true step
             number. A callback whose ``requires_every_step`` is true gets one
             step per call instead.
+        on_nonfinite: What a step whose loss or gradient holds NaN or
+            infinity does; it is checked in-graph every step and such an
+            update never reaches the variables. ``"raise"`` (the default)
+            stops at that step and ``fit`` raises :class:`NonFiniteError`
+            naming the epoch and step, the model holding its last finite
+            values. ``"skip"`` skips the update, counts it in the History
+            (``"nonfinite_steps"``; skipped steps are left out of the
+            epoch's means) and raises after ``max_consecutive_nonfinite``
+            skips in a row. ``"ignore"`` applies every update unchecked.
+        max_consecutive_nonfinite: With ``"skip"``, how many non-finite steps
+            in a row make ``fit`` raise.
 
     Attributes:
         stop_training: Set it to ``True`` from a callback to end ``fit`` after
@@ -155,6 +191,8 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         jit_compile: bool | str = "auto",
         steps_per_execution: int | None = None,
+        on_nonfinite: str = "raise",
+        max_consecutive_nonfinite: int = 10,
     ) -> None:
         self.model = _check_model(model)
         self.loss = check_loss(loss)
@@ -164,6 +202,15 @@ class Trainer:
         self.jit_compile = _check_jit_compile(jit_compile)
         self.steps_per_execution = v.optional_positive_int(
             "steps_per_execution", steps_per_execution
+        )
+        if on_nonfinite not in ("raise", "skip", "ignore"):
+            raise ValueError(
+                "`on_nonfinite` must be 'raise', 'skip' or 'ignore'. "
+                f"{v.received('on_nonfinite', on_nonfinite)}"
+            )
+        self.on_nonfinite = on_nonfinite
+        self.max_consecutive_nonfinite = v.positive_int(
+            "max_consecutive_nonfinite", max_consecutive_nonfinite
         )
         with tf.init_scope():
             # The shuffling order's source: trainer state, so checkpoints can hold it.
@@ -228,17 +275,27 @@ class Trainer:
         if val is not None:
             metric_names += [f"val_{name}" for name in metric_names]
         metric_names.append("lr")
+        if self.on_nonfinite == "skip":
+            metric_names.append("nonfinite_steps")
+        grad_norm = any(cb.wants_grad_norm for cb in callback_list.callbacks)
+        if grad_norm:
+            metric_names.append("grad_norm")
         callback_list.set_params({"epochs": epochs, "steps": train.steps, "metrics": metric_names})
         if seed is not None:
             self.generator.reset_from_seed(seed)
         jit = self._jit_for(None if train.steps is None else epochs * train.steps)
         every_step = any(cb.requires_every_step for cb in callback_list.callbacks)
         per_call = 1 if every_step else self.steps_per_execution
-        run_epoch = (
-            self._array_epoch(train, variables, shuffle, per_call, jit)
-            if isinstance(train, data_lib.ArrayData)
-            else self._dataset_epoch(train, variables, per_call, jit)
+        columns = _Columns(
+            [*self._names(), *(["grad_norm"] if grad_norm else [])],
+            flag=self.on_nonfinite != "ignore",
         )
+        run_epoch = (
+            self._array_epoch(train, variables, shuffle, per_call, jit, columns)
+            if isinstance(train, data_lib.ArrayData)
+            else self._dataset_epoch(train, variables, per_call, jit, columns)
+        )
+        self._nonfinite_run = 0
         self.stop_training = False
         self.history = history
         epoch_logs: Logs = {}
@@ -246,8 +303,8 @@ class Trainer:
         callback_list.on_train_begin()
         for epoch in range(epochs):
             callback_list.on_epoch_begin(epoch)
-            logs, sizes = run_epoch(callback_list)
-            epoch_logs = self._weighted_mean(logs, sizes)
+            logs, sizes = run_epoch(callback_list, epoch)
+            epoch_logs = self._epoch_logs(logs, sizes, columns)
             if val is not None:
                 val_logs = self._evaluate(val, calls=epochs)
                 epoch_logs.update({f"val_{k}": value for k, value in val_logs.items()})
@@ -431,30 +488,81 @@ class Trainer:
     def _log_dtype(self) -> tf.DType:
         return tf.float64 if self.model.dtype == tf.float64 else tf.float32
 
-    def _outputs(self, y: tf.Tensor, pred: tf.Tensor, loss: tf.Tensor) -> tf.Tensor:
+    def _outputs(self, y: tf.Tensor, pred: tf.Tensor, loss: tf.Tensor) -> list[tf.Tensor]:
         dtype = self._log_dtype()
         values = [loss] + [metric(y, pred) for metric in self.metrics.values()]
-        return tf.stack([tf.cast(value, dtype) for value in values])
+        return [tf.cast(value, dtype) for value in values]
 
-    def _step_function(self, variables: list[tf.Variable]) -> _loops.Step:
+    def _step_function(self, variables: list[tf.Variable], columns: _Columns) -> _loops.Step:
         model, loss_fn, rule = self.model, self.loss, self.update_rule
+        dtype = self._log_dtype()
+        with_norm = "grad_norm" in columns.names
 
         def train_step(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
             with tf.GradientTape() as tape:
                 pred = model(x)
                 loss = loss_fn(y, pred)
             gradients = tape.gradient(loss, variables)
-            rule.apply(gradients, variables)
-            return self._outputs(y, pred, loss)
+            outputs = self._outputs(y, pred, loss)
+            present = [
+                g.values if isinstance(g, tf.IndexedSlices) else g
+                for g in gradients
+                if g is not None
+            ]
+            if with_norm:
+                outputs.append(tf.cast(tf.linalg.global_norm(present), dtype))
+            if columns.flag is None:
+                rule.apply(gradients, variables)
+                return tf.stack(outputs)
+            finite = tf.math.is_finite(loss)
+            for g in present:
+                finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
+
+            def update() -> tf.Tensor:
+                rule.apply(gradients, variables)
+                return tf.constant(True)
+
+            # A non-finite loss or gradient never reaches the variables.
+            tf.cond(finite, update, lambda: tf.constant(False))
+            outputs.append(tf.cast(tf.logical_not(finite), dtype))
+            return tf.stack(outputs)
 
         return train_step
 
-    def _replay(self, callbacks: CallbackList, first: int, rows: np.ndarray) -> None:
+    def _replay(
+        self, callbacks: CallbackList, first: int, rows: np.ndarray, columns: _Columns
+    ) -> None:
         """Hands each step's logs to the batch hooks, with the step's own number."""
-        names = self._names()
+        names = columns.names
         for i, row in enumerate(rows):
             callbacks.on_train_batch_begin(first + i)
-            callbacks.on_train_batch_end(first + i, dict(zip(names, map(float, row), strict=True)))
+            logs = dict(zip(names, map(float, row[: len(names)]), strict=True))
+            callbacks.on_train_batch_end(first + i, logs)
+
+    def _check_run(self, epoch: int, step: int, run: int, columns: _Columns) -> None:
+        """Raises NonFiniteError when the run of non-finite steps reached the limit."""
+        self._nonfinite_run = run
+        if columns.flag is None:
+            return
+        if self.on_nonfinite == "raise" and run >= 1:
+            raise NonFiniteError(
+                f"The loss or a gradient was NaN or infinite at epoch {epoch}, step {step}; "
+                "that update was not applied, and the model holds its last finite values. "
+                "Pass on_nonfinite='skip' to skip such steps.",
+                epoch=epoch,
+                step=step,
+            )
+        if self.on_nonfinite == "skip" and run >= self.max_consecutive_nonfinite:
+            raise NonFiniteError(
+                f"{run} training steps in a row had a NaN or infinite loss or gradient "
+                f"(the last at epoch {epoch}, step {step}); their updates were skipped. "
+                f"Stopping after max_consecutive_nonfinite={self.max_consecutive_nonfinite}.",
+                epoch=epoch,
+                step=step,
+            )
+
+    def _limit(self) -> int:
+        return 1 if self.on_nonfinite == "raise" else self.max_consecutive_nonfinite
 
     def _array_epoch(
         self,
@@ -463,14 +571,15 @@ class Trainer:
         shuffle: bool,
         per_call: int | None,
         jit: bool | str,
-    ) -> Callable[[CallbackList], tuple[np.ndarray, np.ndarray]]:
-        """Returns ``run(callbacks) -> (logs[steps, k], sizes[steps])`` for one epoch."""
+        columns: _Columns,
+    ) -> Callable[[CallbackList, int], tuple[np.ndarray, np.ndarray]]:
+        """Returns ``run(callbacks, epoch) -> (logs[steps, k], sizes[steps])`` for one epoch."""
         n, size = data.num_examples, data.batch_size
         full, rest = divmod(n, size)
         shuffled = shuffle and data.steps > 1
         per_call = per_call or full
-        step = self._step_function(variables)
-        k, dtype = len(self._names()), self._log_dtype()
+        step = self._step_function(variables, columns)
+        dtype, flag, limit = self._log_dtype(), columns.flag, self._limit()
         key = (
             "train",
             data.x.shape,
@@ -478,12 +587,25 @@ class Trainer:
             data.y_spec,
             size,
             shuffled,
+            tuple(columns.names),
+            flag,
+            limit,
             tuple(id(var) for var in variables),
         )
         loop = self._compiled(
             (*key, "loop"),
             lambda jit: tf.function(
-                _loops.array_loop(step, size, full, k, dtype, shuffled=shuffled), jit_compile=jit
+                _loops.array_loop(
+                    step,
+                    size,
+                    full,
+                    columns.width,
+                    dtype,
+                    shuffled=shuffled,
+                    flag=flag,
+                    limit=limit,
+                ),
+                jit_compile=jit,
             ),
             "training loop",
             jit,
@@ -512,25 +634,37 @@ class Trainer:
         sizes = np.full(full + (1 if rest else 0), size, np.float64)
         sizes[full:] = rest
 
-        def run(callbacks: CallbackList) -> tuple[np.ndarray, np.ndarray]:
+        def run(callbacks: CallbackList, epoch: int) -> tuple[np.ndarray, np.ndarray]:
             order = permute() if shuffled else no_order
             replay = callbacks.wants_batch_logs
-            chunks = []
+            chunks: list[np.ndarray] = []
             for first in range(0, full, per_call):
                 num = min(per_call, full - first)
-                rows = loop(data.x, data.y, order, tf.constant(first), tf.constant(num))
-                chunks.append(rows.numpy()[:num])
+                logs, done, run_t = loop(
+                    data.x,
+                    data.y,
+                    order,
+                    tf.constant(first),
+                    tf.constant(num),
+                    tf.constant(self._nonfinite_run),
+                )
+                done = int(done)
+                chunks.append(logs.numpy()[:done])
                 if replay:
-                    self._replay(callbacks, first, chunks[-1])
+                    self._replay(callbacks, first, chunks[-1], columns)
+                self._check_run(epoch, first + done - 1, int(run_t), columns)
                 if self.stop_training:
                     break
             else:
                 if last is not None:
-                    chunks.append(last(data.x, data.y, order).numpy()[None])
+                    row = last(data.x, data.y, order).numpy()
+                    chunks.append(row[None])
                     if replay:
-                        self._replay(callbacks, full, chunks[-1])
-            logs = np.concatenate(chunks)
-            return logs, sizes[: len(logs)]
+                        self._replay(callbacks, full, chunks[-1], columns)
+                    run_now = self._nonfinite_run + 1 if flag is not None and row[flag] else 0
+                    self._check_run(epoch, full, run_now, columns)
+            logs_np = np.concatenate(chunks)
+            return logs_np, sizes[: len(logs_np)]
 
         return run
 
@@ -540,14 +674,22 @@ class Trainer:
         variables: list[tf.Variable],
         per_call: int | None,
         jit: bool | str,
-    ) -> Callable[[CallbackList], tuple[np.ndarray, np.ndarray]]:
-        """Returns ``run(callbacks) -> (logs[steps, k], sizes[steps])`` for one pass."""
-        step = self._step_function(variables)
-        k, dtype = len(self._names()), self._log_dtype()
+        columns: _Columns,
+    ) -> Callable[[CallbackList, int], tuple[np.ndarray, np.ndarray]]:
+        """Returns ``run(callbacks, epoch) -> (logs[steps, k], sizes[steps])`` for one pass."""
+        step = self._step_function(variables, columns)
+        dtype, flag, limit = self._log_dtype(), columns.flag, self._limit()
         known = data.steps
         per_call = per_call or known or 2**31 - 1
-
-        key = ("train-dataset", data.x_spec, data.y_spec, tuple(id(var) for var in variables))
+        key = (
+            "train-dataset",
+            data.x_spec,
+            data.y_spec,
+            tuple(columns.names),
+            flag,
+            limit,
+            tuple(id(var) for var in variables),
+        )
         inner = self._compiled(
             (*key, "step"),
             lambda jit: tf.function(
@@ -564,24 +706,29 @@ class Trainer:
             inner.settle(_loops.xla_obstacle(probe, *self._example_batch(data)))
         loop = self._cached(
             (*key, "loop", inner.jit_compile),
-            lambda: tf.function(_loops.dataset_loop(inner.function, k, dtype)),
+            lambda: tf.function(
+                _loops.dataset_loop(inner.function, columns.width, dtype, flag=flag, limit=limit)
+            ),
         )
         self.train_function = loop
 
-        def run(callbacks: CallbackList) -> tuple[np.ndarray, np.ndarray]:
+        def run(callbacks: CallbackList, epoch: int) -> tuple[np.ndarray, np.ndarray]:
             iterator = iter(data.dataset)
             replay = callbacks.wants_batch_logs
             chunks, sizes, done = [], [], 0
             while known is None or done < known:
-                logs, batch_sizes = loop(iterator, tf.constant(per_call))
+                logs, batch_sizes, run_t, exhausted = loop(
+                    iterator, tf.constant(per_call), tf.constant(self._nonfinite_run)
+                )
                 rows = logs.numpy()
                 if len(rows):
                     chunks.append(rows)
                     sizes.append(batch_sizes.numpy())
                     if replay:
-                        self._replay(callbacks, done, rows)
+                        self._replay(callbacks, done, rows, columns)
                 done += len(rows)
-                if len(rows) < per_call or self.stop_training:
+                self._check_run(epoch, done - 1, int(run_t), columns)
+                if bool(exhausted) or self.stop_training:
                     break
             if not chunks:
                 raise ValueError("`x` yielded no batches; the dataset is empty.")
@@ -592,7 +739,7 @@ class Trainer:
     def _make_eval_step(self, x_spec: tf.TensorSpec, y_spec: tf.TensorSpec, jit: bool) -> Any:
         def eval_step(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
             pred = self.model(x)
-            return self._outputs(y, pred, self.loss(y, pred))
+            return tf.stack(self._outputs(y, pred, self.loss(y, pred)))
 
         return tf.function(eval_step, input_signature=[x_spec, y_spec], jit_compile=jit)
 
@@ -622,11 +769,28 @@ class Trainer:
     def _names(self) -> list[str]:
         return ["loss", *self.metrics]
 
-    def _weighted_mean(self, logs: np.ndarray, sizes: np.ndarray) -> Logs:
+    def _epoch_logs(self, logs: np.ndarray, sizes: np.ndarray, columns: _Columns) -> Logs:
+        """The epoch's means of the step logs, leaving out skipped (non-finite) steps."""
+        width = len(columns.names)
+        if columns.flag is None:
+            return self._weighted_mean(logs[:, :width], sizes, columns.names)
+        skipped = logs[:, columns.flag] > 0
+        kept = ~skipped
+        if kept.any():
+            means = self._weighted_mean(logs[kept, :width], sizes[kept], columns.names)
+        else:
+            means = dict.fromkeys(columns.names, float("nan"))
+        if self.on_nonfinite == "skip":
+            means["nonfinite_steps"] = float(skipped.sum())
+        return means
+
+    def _weighted_mean(
+        self, logs: np.ndarray, sizes: np.ndarray, names: list[str] | None = None
+    ) -> Logs:
         """Example-weighted means of per-step logs, in float64.
 
         For a single full batch this is the step's own value exactly
         (``v * n / n`` is exact in float64 for a float32 ``v``).
         """
         means = (logs.astype(np.float64) * sizes[:, None]).sum(axis=0) / sizes.sum()
-        return dict(zip(self._names(), (float(m) for m in means), strict=True))
+        return dict(zip(names or self._names(), (float(m) for m in means), strict=True))

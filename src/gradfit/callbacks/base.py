@@ -46,6 +46,13 @@ class Callback:
     the next step starts.
     """
 
+    wants_grad_norm: bool = False
+    """Set to ``True`` in a callback that reads ``"grad_norm"`` from the logs.
+
+    The training step then also computes the global norm of the gradients
+    (``tf.linalg.global_norm``), logged per step and as the epoch's mean.
+    """
+
     def __init__(self) -> None:
         self.trainer: Trainer | None = None
         self.params: dict[str, Any] = {}
