@@ -138,18 +138,18 @@ def array_loop(
 ) -> Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
     """Returns ``loop(x, y, order, first_step, num_steps, run) -> (logs, done, run)``.
 
-    Runs full batches ``first_step, ..., first_step + num_steps - 1``; row
-    ``i`` of ``logs`` (``[max_steps, k]``) holds the logs of step
-    ``first_step + i`` (rows past ``done`` are zero). ``first_step`` and
-    ``num_steps`` are tensors, so changing them never retraces.
+    Runs full batches ``first_step, ..., first_step + num_steps - 1``, at
+    most ``max_steps`` per call; row ``i`` of ``logs`` (``[max_steps, k]``)
+    holds the logs of step ``first_step + i`` (rows past ``done`` are zero).
+    ``first_step`` and ``num_steps`` are tensors, so changing them never
+    retraces.
 
     When ``flag`` is a column index, that column marks non-finite steps:
     ``run`` counts them in a row (carried in and out, across calls), and the
     loop stops early, after the step that makes ``run`` reach ``limit``.
     """
-    if max_steps == 1 and not shuffled:
-        # One batch per epoch (full-batch descent): the whole data set is the batch and
-        # a loop would only add tracing time.
+    if max_steps == 1:
+        # One step per call (full-batch descent, say): a loop would only add tracing time.
         def single(
             x: tf.Tensor,
             y: tf.Tensor,
@@ -158,7 +158,9 @@ def array_loop(
             num_steps: tf.Tensor,
             run: tf.Tensor,
         ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-            out = step(x, y)
+            rows = order if shuffled else None
+            start = first_step * batch_size
+            out = step(_batch(x, rows, start, batch_size), _batch(y, rows, start, batch_size))
             return out[None], tf.constant(1), _next_run(out, run, flag)
 
         return single
@@ -173,22 +175,20 @@ def array_loop(
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         rows = order if shuffled else None
 
-        def body(
-            i: tf.Tensor, logs: tf.Tensor, run: tf.Tensor
-        ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        def body(i: tf.Tensor, logs: Any, run: tf.Tensor) -> tuple[tf.Tensor, Any, tf.Tensor]:
             start = (first_step + i) * batch_size
             out = step(_batch(x, rows, start, batch_size), _batch(y, rows, start, batch_size))
-            logs = tf.tensor_scatter_nd_update(logs, [[i]], out[None])
-            return i + 1, logs, _next_run(out, run, flag)
+            return i + 1, logs.write(i, out), _next_run(out, run, flag)
 
-        def more(i: tf.Tensor, logs: tf.Tensor, run: tf.Tensor) -> tf.Tensor:
+        def more(i: tf.Tensor, logs: Any, run: tf.Tensor) -> tf.Tensor:
             return i < num_steps if flag is None else tf.logical_and(i < num_steps, run < limit)
 
-        logs = tf.zeros([max_steps, num_logs], log_dtype)
+        # A fixed-size TensorArray: O(1) per write, in graph mode and under XLA alike.
+        logs = tf.TensorArray(log_dtype, size=max_steps, element_shape=[num_logs])
         done, logs, run = tf.while_loop(
             more, body, (tf.constant(0), logs, run), maximum_iterations=max_steps
         )
-        return logs, done, run
+        return logs.stack(), done, run
 
     return loop
 

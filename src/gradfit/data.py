@@ -307,6 +307,15 @@ def from_dataset(
         float_dtype: The model's float dtype.
         with_targets: Whether elements carry targets.
     """
+    cardinality = int(dataset.cardinality())
+    if cardinality == tf.data.INFINITE_CARDINALITY:
+        raise ValueError(
+            f"`{name}` is an infinite tf.data.Dataset (it repeats forever), so an epoch would "
+            f"never end; pass a finite dataset, e.g. without `.repeat()` or with `.take(n)`. "
+            f"Received: {name}={dataset}"
+        )
+    if cardinality == 0:
+        raise ValueError(f"`{name}` is an empty tf.data.Dataset. Received: {name}={dataset}")
     spec = dataset.element_spec
     if with_targets:
         if not isinstance(spec, tuple) or len(spec) != 2:

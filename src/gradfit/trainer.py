@@ -70,6 +70,9 @@ def _check_update_rule(update_rule: Any) -> UpdateRule:
     )
 
 
+_RESERVED = ("loss", "lr", "grad_norm", "nonfinite_steps")  # log names gradfit writes itself
+
+
 def _check_metrics(metrics: Any) -> dict[str, Metric]:
     if metrics is None:
         return {}
@@ -90,7 +93,7 @@ def _check_metrics(metrics: Any) -> dict[str, Metric]:
                 f"Received an element: {v._echo(metric)}"
             )
         key = str(name) if name is not None else loss_name(metric)
-        if key in named or key == "loss" or key.startswith("val_"):
+        if key in named or key in _RESERVED or key.startswith("val_"):
             raise ValueError(
                 f"`metrics` has a clashing name {key!r}; pass a dict to name metrics. "
                 f"{v.received('metrics', metrics)}"
@@ -171,7 +174,8 @@ class Trainer:
 
     Attributes:
         stop_training: Set it to ``True`` from a callback to end ``fit`` after
-            the current epoch.
+            the current epoch (or, while a callback with
+            ``requires_every_step`` is attached, right after the current step).
         train_function: The compiled step of the latest fit (a ``tf.function``).
 
     Example::
@@ -265,6 +269,8 @@ class Trainer:
         train = self._prepare(x, y, batch_size, ("x", "y"))
         val = self._prepare_validation(validation_data, batch_size)
         self._probe(train)
+        if val is not None:
+            self._probe(val, names=("validation_data[0]", "validation_data[1]"))
         variables = self._trainable_variables()
         self.update_rule.build(variables)
 
@@ -285,6 +291,7 @@ class Trainer:
             self.generator.reset_from_seed(seed)
         jit = self._jit_for(None if train.steps is None else epochs * train.steps)
         every_step = any(cb.requires_every_step for cb in callback_list.callbacks)
+        self._every_step = every_step
         per_call = 1 if every_step else self.steps_per_execution
         columns = _Columns(
             [*self._names(), *(["grad_norm"] if grad_norm else [])],
@@ -338,9 +345,10 @@ class Trainer:
         """
         data = self._prepare(x, None, batch_size, ("x", "y"), with_targets=False)
         self._probe(data)
+        x_spec = data.x_spec  # the cached closure must not hold `data`
         fn = self._compiled(
-            ("predict", data.x_spec),
-            lambda jit: self._make_predict(data.x_spec, jit),
+            ("predict", x_spec, id(self.model)),
+            lambda jit: self._make_predict(x_spec, jit),
             "prediction step",
             self._jit_for(data.steps),
         )
@@ -399,14 +407,14 @@ class Trainer:
             )
         return self._prepare(x_val, y_val, batch_size, ("validation_data[0]", "validation_data[1]"))
 
-    def _probe(self, prepared: data_lib.Data) -> None:
+    def _probe(self, prepared: data_lib.Data, names: tuple[str, str] = ("x", "y")) -> None:
         """Runs the model (and loss) eagerly on a few all-zero examples.
 
         Turns a mismatch between the data and the model or loss into a clear
         error before anything is traced or any variable changes.
         """
         x_spec, y_spec = prepared.x_spec, prepared.y_spec
-        key = (x_spec, y_spec)
+        key = (x_spec, y_spec, self._identity())
         if key in self._probed:  # this model, loss and metrics took such data before
             return
         x0, y0 = self._example_batch(prepared)
@@ -414,7 +422,7 @@ class Trainer:
             pred = self.model(x0)
         except Exception as err:
             raise ValueError(
-                f"The model cannot be called on examples of `x` (per-example shape "
+                f"The model cannot be called on examples of `{names[0]}` (per-example shape "
                 f"{tuple(x_spec.shape[1:])}, dtype {x_spec.dtype.name}): {err}"
             ) from err
         if y_spec is None or y0 is None:
@@ -426,7 +434,7 @@ class Trainer:
                 value = fn(y0, pred)
             except Exception as err:
                 raise ValueError(
-                    f"`{arg}` ({loss_name(fn)}) failed on targets of per-example shape "
+                    f"`{arg}` ({loss_name(fn)}) failed on `{names[1]}` of per-example shape "
                     f"{tuple(y_spec.shape[1:])} (dtype {y_spec.dtype.name}) and predictions of "
                     f"per-example shape {tuple(pred.shape[1:])}: {err}"
                 ) from err
@@ -455,6 +463,20 @@ class Trainer:
         n = next(k for k in itertools.count(2) if k not in (*x_dims, *y_dims))
         y0 = None if y_spec is None else tf.zeros([n, *y_dims], y_spec.dtype)
         return tf.zeros([n, *x_dims], x_spec.dtype), y0
+
+    def _identity(self) -> tuple[int, ...]:
+        """Identifies the model, loss, update rule and metrics compiled functions use.
+
+        Part of every cache key, so that assigning a new ``update_rule``, ``loss``
+        or ``metrics`` to the trainer builds new functions instead of silently
+        reusing ones that captured the old objects.
+        """
+        return (
+            id(self.model),
+            id(self.loss),
+            id(self.update_rule),
+            *(id(metric) for metric in self.metrics.values()),
+        )
 
     def _trainable_variables(self) -> list[tf.Variable]:
         variables = list(self.model.trainable_variables)
@@ -530,12 +552,23 @@ class Trainer:
         return train_step
 
     def _replay(
-        self, callbacks: CallbackList, first: int, rows: np.ndarray, columns: _Columns
+        self,
+        callbacks: CallbackList,
+        first: int,
+        rows: np.ndarray,
+        columns: _Columns,
+        *,
+        begin: bool = True,
     ) -> None:
-        """Hands each step's logs to the batch hooks, with the step's own number."""
+        """Hands each step's logs to the batch hooks, with the step's own number.
+
+        ``begin=False`` when ``on_train_batch_begin`` already ran before the
+        step (one step per call, for callbacks that require every step).
+        """
         names = columns.names
         for i, row in enumerate(rows):
-            callbacks.on_train_batch_begin(first + i)
+            if begin:
+                callbacks.on_train_batch_begin(first + i)
             logs = dict(zip(names, map(float, row[: len(names)]), strict=True))
             callbacks.on_train_batch_end(first + i, logs)
 
@@ -547,7 +580,8 @@ class Trainer:
         if self.on_nonfinite == "raise" and run >= 1:
             raise NonFiniteError(
                 f"The loss or a gradient was NaN or infinite at epoch {epoch}, step {step}; "
-                "that update was not applied, and the model holds its last finite values. "
+                "that update was not applied, and the model holds the values it had before "
+                "that step. "
                 "Pass on_nonfinite='skip' to skip such steps.",
                 epoch=epoch,
                 step=step,
@@ -577,7 +611,7 @@ class Trainer:
         n, size = data.num_examples, data.batch_size
         full, rest = divmod(n, size)
         shuffled = shuffle and data.steps > 1
-        per_call = per_call or full
+        per_call = min(per_call or full, full)
         step = self._step_function(variables, columns)
         dtype, flag, limit = self._log_dtype(), columns.flag, self._limit()
         key = (
@@ -590,6 +624,8 @@ class Trainer:
             tuple(columns.names),
             flag,
             limit,
+            per_call,
+            self._identity(),
             tuple(id(var) for var in variables),
         )
         loop = self._compiled(
@@ -598,7 +634,7 @@ class Trainer:
                 _loops.array_loop(
                     step,
                     size,
-                    full,
+                    per_call,  # logs rows per call: the most steps one call runs
                     columns.width,
                     dtype,
                     shuffled=shuffled,
@@ -634,12 +670,16 @@ class Trainer:
         sizes = np.full(full + (1 if rest else 0), size, np.float64)
         sizes[full:] = rest
 
+        every_step = self._every_step
+
         def run(callbacks: CallbackList, epoch: int) -> tuple[np.ndarray, np.ndarray]:
             order = permute() if shuffled else no_order
             replay = callbacks.wants_batch_logs
             chunks: list[np.ndarray] = []
             for first in range(0, full, per_call):
                 num = min(per_call, full - first)
+                if every_step:
+                    callbacks.on_train_batch_begin(first)
                 logs, done, run_t = loop(
                     data.x,
                     data.y,
@@ -651,16 +691,18 @@ class Trainer:
                 done = int(done)
                 chunks.append(logs.numpy()[:done])
                 if replay:
-                    self._replay(callbacks, first, chunks[-1], columns)
+                    self._replay(callbacks, first, chunks[-1], columns, begin=not every_step)
                 self._check_run(epoch, first + done - 1, int(run_t), columns)
-                if self.stop_training:
-                    break
+                if every_step and self.stop_training:
+                    break  # one step per call: stop right after the step that asked
             else:
                 if last is not None:
+                    if every_step:
+                        callbacks.on_train_batch_begin(full)
                     row = last(data.x, data.y, order).numpy()
                     chunks.append(row[None])
                     if replay:
-                        self._replay(callbacks, full, chunks[-1], columns)
+                        self._replay(callbacks, full, chunks[-1], columns, begin=not every_step)
                     run_now = self._nonfinite_run + 1 if flag is not None and row[flag] else 0
                     self._check_run(epoch, full, run_now, columns)
             logs_np = np.concatenate(chunks)
@@ -681,20 +723,20 @@ class Trainer:
         dtype, flag, limit = self._log_dtype(), columns.flag, self._limit()
         known = data.steps
         per_call = per_call or known or 2**31 - 1
+        x_spec, y_spec = data.x_spec, data.y_spec  # closures below must not hold `data`
         key = (
             "train-dataset",
-            data.x_spec,
-            data.y_spec,
+            x_spec,
+            y_spec,
             tuple(columns.names),
             flag,
             limit,
+            self._identity(),
             tuple(id(var) for var in variables),
         )
         inner = self._compiled(
             (*key, "step"),
-            lambda jit: tf.function(
-                step, input_signature=[data.x_spec, data.y_spec], jit_compile=jit
-            ),
+            lambda jit: tf.function(step, input_signature=[x_spec, y_spec], jit_compile=jit),
             "training step",
             jit,
         )
@@ -711,12 +753,16 @@ class Trainer:
             ),
         )
         self.train_function = loop
+        every_step = self._every_step
+        dataset = data.dataset
 
         def run(callbacks: CallbackList, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-            iterator = iter(data.dataset)
+            iterator = iter(dataset)
             replay = callbacks.wants_batch_logs
             chunks, sizes, done = [], [], 0
             while known is None or done < known:
+                if every_step:  # (for a dataset of unknown length, also before its end)
+                    callbacks.on_train_batch_begin(done)
                 logs, batch_sizes, run_t, exhausted = loop(
                     iterator, tf.constant(per_call), tf.constant(self._nonfinite_run)
                 )
@@ -725,10 +771,10 @@ class Trainer:
                     chunks.append(rows)
                     sizes.append(batch_sizes.numpy())
                     if replay:
-                        self._replay(callbacks, done, rows, columns)
+                        self._replay(callbacks, done, rows, columns, begin=not every_step)
                 done += len(rows)
                 self._check_run(epoch, done - 1, int(run_t), columns)
-                if bool(exhausted) or self.stop_training:
+                if bool(exhausted) or (every_step and self.stop_training):
                     break
             if not chunks:
                 raise ValueError("`x` yielded no batches; the dataset is empty.")
@@ -750,7 +796,7 @@ class Trainer:
         x_spec, y_spec = prepared.x_spec, prepared.y_spec
         steps = None if prepared.steps is None else prepared.steps * calls
         fn = self._compiled(
-            ("eval", x_spec, y_spec),
+            ("eval", x_spec, y_spec, self._identity()),
             lambda jit: self._make_eval_step(x_spec, y_spec, jit),
             "evaluation step",
             self._jit_for(steps),
