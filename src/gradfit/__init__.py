@@ -9,7 +9,7 @@ callbacks record what happened::
     history = gf.Trainer(gf.LinearModel(), gf.L2(), gf.SGD(0.1)).fit(x, y, epochs=10)
 """
 
-from gradfit import callbacks, schedules
+from gradfit import callbacks, saving, schedules
 from gradfit.callbacks import (
     Callback,
     EarlyStopping,
@@ -49,7 +49,6 @@ __all__ = [
     "L1",
     "L2",
     "MLP",
-    "NonFiniteError",
     "SGD",
     "Adagrad",
     "Adam",
@@ -66,6 +65,7 @@ __all__ = [
     "Lion",
     "Loss",
     "Model",
+    "NonFiniteError",
     "RMSProp",
     "RecordVariables",
     "SparseCategoricalCrossentropy",
@@ -77,5 +77,6 @@ __all__ = [
     "chain",
     "clip_by_global_norm",
     "clip_by_value",
+    "saving",
     "schedules",
 ]

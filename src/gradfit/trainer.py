@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from gradfit import _loops
+from gradfit import _loops, saving
 from gradfit import _validation as v
 from gradfit import data as data_lib
-from gradfit.callbacks import Callback, CallbackList, History
+from gradfit.callbacks import Callback, CallbackList, History, ProgressBar
 from gradfit.callbacks.base import Logs, check_callbacks
 from gradfit.losses import check_loss, loss_name
 from gradfit.models import Model
@@ -275,7 +276,10 @@ class Trainer:
         self.update_rule.build(variables)
 
         history = History()
-        callback_list = CallbackList([*self.callbacks, *extra, history])
+        chosen = [*self.callbacks, *extra]
+        if not any(isinstance(cb, ProgressBar) for cb in chosen):
+            chosen.append(ProgressBar())  # "auto": a bar when stderr is a terminal, else silent
+        callback_list = CallbackList([*chosen, history])
         callback_list.set_trainer(self)
         metric_names = ["loss", *self.metrics]
         if val is not None:
@@ -356,6 +360,21 @@ class Trainer:
         if not outputs:
             raise ValueError("`x` yielded no batches; the dataset is empty.")
         return np.concatenate([o.numpy() for o in outputs], axis=0)
+
+    def save(self, path: str | os.PathLike[str]) -> str:
+        """Saves the model, the update rule's state and the shuffling state to ``path``.
+
+        Atomic; see :func:`gradfit.saving.save_trainer`. Returns ``path``.
+        """
+        return saving.save_trainer(self, path)
+
+    def restore(self, path: str | os.PathLike[str]) -> None:
+        """Restores :meth:`save`'s checkpoint; a fresh trainer is built first.
+
+        Continuing to fit is then bitwise the same as never having stopped.
+        See :func:`gradfit.saving.restore_trainer`.
+        """
+        saving.restore_trainer(self, path)
 
     # -- inputs ----------------------------------------------------------
 

@@ -100,3 +100,15 @@ def test_mode_max_for_accuracy_and_bad_arguments():
         gf.EarlyStopping(mode="up")
     with pytest.raises(ValueError, match="`min_delta`"):
         gf.EarlyStopping(min_delta=float("nan"))
+
+
+def test_a_nan_epoch_is_never_the_best():
+    x, y = data()
+    model = gf.LinearModel(weight_init=0.0, bias_init=0.0)
+    stop = gf.EarlyStopping("loss", patience=2, restore_best_weights=True)
+    history = gf.Trainer(model, gf.L2(), gf.SGD(0.1)).fit(
+        x, y, epochs=6, callbacks=[FeedLosses([float("nan"), 0.5, 0.4, 0.3, 0.35, 0.36]), stop]
+    )
+    assert stop.best == 0.3 and stop.best_epoch == 3
+    assert history.epoch == [0, 1, 2, 3, 4, 5]
+    assert stop.stopped_epoch == 5

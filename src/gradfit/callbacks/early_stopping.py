@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -104,6 +106,14 @@ class EarlyStopping(Callback):
         value = (logs or {}).get(self._key)
         if value is None or self.trainer is None:
             return
+        if not math.isfinite(value):
+            # A NaN epoch (every step skipped as non-finite, say) is never the best one;
+            # it counts as an epoch without improvement.
+            self.wait += 1
+            if self.best_epoch is not None and self.wait >= self.patience:
+                self.stopped_epoch = epoch
+                self.trainer.stop_training = True
+            return
         if self._improved(value) or self.best_epoch is None:
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
@@ -119,6 +129,62 @@ class EarlyStopping(Callback):
         if self.restore_best_weights and self._best_values is not None and self.trainer:
             for var, value in zip(self.trainer.model.variables, self._best_values, strict=True):
                 var.assign(value)
+
+    def get_state(self) -> dict[str, Any]:
+        """Returns what a backup must save to resume this callback exactly.
+
+        ``best`` (a float), ``best_epoch`` and ``stopped_epoch`` (an int or
+        ``None``), ``wait`` (an int), and ``best_weights``: copies of the
+        model's variable values at the best epoch as NumPy arrays, held for
+        ``restore_best_weights`` (``None`` when there are none).
+        """
+        weights = self._best_values
+        return {
+            "best": float(self.best),
+            "best_epoch": self.best_epoch,
+            "stopped_epoch": self.stopped_epoch,
+            "wait": self.wait,
+            "best_weights": None if weights is None else [np.array(w) for w in weights],
+        }
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restores the state from :meth:`get_state`'s dict.
+
+        Call it after ``on_train_begin``, which resets the state.
+
+        Args:
+            state: A dict with exactly the keys ``get_state`` returns.
+        """
+        keys = ("best", "best_epoch", "stopped_epoch", "wait", "best_weights")
+        if not isinstance(state, Mapping):
+            raise TypeError(
+                "`state` must be a dict from EarlyStopping.get_state(). "
+                f"{v.received('state', state)}"
+            )
+        if set(state) != set(keys):
+            raise ValueError(
+                f"`state` must have exactly the keys {list(keys)}. {v.received('state', state)}"
+            )
+        counters: dict[str, int | None] = {}
+        for key, optional in (("best_epoch", True), ("stopped_epoch", True), ("wait", False)):
+            value = state[key]
+            integral = not isinstance(value, bool) and isinstance(value, numbers.Integral)
+            if value is None and optional:
+                counters[key] = None
+            elif integral and value >= 0:
+                counters[key] = int(value)
+            else:
+                name = f"state[{key!r}]"
+                raise ValueError(
+                    f"`{name}` must be a non-negative integer{' or None' if optional else ''}. "
+                    f"{v.received(name, value)}"
+                )
+        weights = state["best_weights"]
+        self.best = v.real_number("state['best']", state["best"])
+        self.best_epoch = counters["best_epoch"]
+        self.stopped_epoch = counters["stopped_epoch"]
+        self.wait = int(counters["wait"] or 0)
+        self._best_values = None if weights is None else [np.array(w) for w in weights]
 
     def get_config(self) -> dict[str, Any]:
         """Returns the constructor arguments."""
