@@ -36,6 +36,19 @@ def _describe(value: Any) -> str:
     return v._echo(value)
 
 
+def _kind(dtype: tf.DType) -> str:
+    """NumPy's kind letter for a TensorFlow dtype (bfloat16 and float8 included)."""
+    if dtype.is_bool:
+        return "b"
+    if dtype.is_floating:
+        return "f"
+    if dtype.is_integer:
+        return "u" if dtype.is_unsigned else "i"
+    if dtype.is_complex:
+        return "c"
+    return "U" if dtype == tf.string else "O"
+
+
 def to_tensor(name: str, value: Any, float_dtype: tf.DType, *, keep_int: bool = False) -> tf.Tensor:
     """Checks an array-like input and returns it as a tensor.
 
@@ -69,7 +82,7 @@ def to_tensor(name: str, value: Any, float_dtype: tf.DType, *, keep_int: bool = 
         )
     if tf.is_tensor(value):
         tensor = tf.convert_to_tensor(value)
-        kind = tensor.dtype.as_numpy_dtype().dtype.kind if tensor.dtype != tf.string else "U"
+        kind = _kind(tensor.dtype)
         shape: tuple[int, ...] = tuple(tensor.shape.as_list())
     else:
         try:
@@ -82,6 +95,13 @@ def to_tensor(name: str, value: Any, float_dtype: tf.DType, *, keep_int: bool = 
         kind = array.dtype.kind
         shape = array.shape
         tensor = None
+        if kind == "V":  # NumPy extension floats from ml_dtypes (bfloat16, float8...)
+            try:
+                extension = tf.as_dtype(array.dtype)
+            except TypeError:
+                extension = None
+            if extension is not None and extension.is_floating:
+                tensor, kind = tf.convert_to_tensor(array), "f"
     if kind not in _NUMERIC_KINDS:
         raise TypeError(
             f"`{name}` must hold numbers (bool, int or float), not dtype "
@@ -325,6 +345,12 @@ def from_dataset(
             )
         x_spec = _dataset_spec(name, "features", spec[0], float_dtype, keep_int=False)
         y_spec = _dataset_spec(name, "targets", spec[1], float_dtype, keep_int=True)
+        x_rows, y_rows = spec[0].shape[0], spec[1].shape[0]
+        if x_rows is not None and y_rows is not None and x_rows != y_rows:
+            raise ValueError(
+                f"`{name}` yields batches whose features and targets have different numbers of "
+                f"examples: {x_rows} and {y_rows}. Received: element_spec={spec}"
+            )
 
         def cast(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             return tf.cast(x, x_spec.dtype), tf.cast(y, y_spec.dtype)

@@ -51,6 +51,20 @@ class Loss(abc.ABC):
         """A short name for logs, e.g. ``"l2"``."""
         return type(self).__name__.lower()
 
+    def check_targets(  # noqa: B027 - an optional hook, not an abstract method
+        self, name: str, y_true: tf.Tensor, num_outputs: int | None
+    ) -> None:
+        """Raises ``ValueError`` naming ``name`` if ``y_true`` can never be valid targets.
+
+        Called by the Trainer, once per fit, on in-memory targets before any
+        variable changes. The default accepts everything.
+
+        Args:
+            name: The argument the targets came from (``"y"``, ...).
+            y_true: All the targets.
+            num_outputs: Size of the predictions' last axis, if known.
+        """
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -163,6 +177,17 @@ class SparseCategoricalCrossentropy(Loss):
             logits = tf.math.log(tf.clip_by_value(y_pred, _EPSILON, 1.0 - _EPSILON))
         losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
         return tf.reduce_mean(losses)
+
+    def check_targets(self, name: str, y_true: tf.Tensor, num_outputs: int | None) -> None:
+        """Checks that every label is a class index in ``[0, num_outputs)``."""
+        if num_outputs is None or tf.size(y_true) == 0:
+            return
+        low, high = float(tf.reduce_min(y_true)), float(tf.reduce_max(y_true))
+        if low < 0 or high >= num_outputs:
+            raise ValueError(
+                f"`{name}` holds class labels outside [0, {num_outputs}) for a model with "
+                f"{num_outputs} outputs: they range from {low:g} to {high:g}."
+            )
 
     @property
     def name(self) -> str:

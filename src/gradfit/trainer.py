@@ -24,7 +24,7 @@ import tensorflow as tf
 from gradfit import _loops, saving
 from gradfit import _validation as v
 from gradfit import data as data_lib
-from gradfit.callbacks import Callback, CallbackList, History, ProgressBar
+from gradfit.callbacks import BackupAndRestore, Callback, CallbackList, History, ProgressBar
 from gradfit.callbacks.base import Logs, check_callbacks
 from gradfit.losses import check_loss, loss_name
 from gradfit.models import Model
@@ -224,7 +224,7 @@ class Trainer:
         self.history: History | None = None
         self.train_function: Any = None
         self._functions: dict[Any, Any] = {}
-        self._probed: set[Any] = set()
+        self._probed: dict[Any, int | None] = {}  # probed data specs -> predictions' width
 
     # -- public API ------------------------------------------------------
 
@@ -255,7 +255,9 @@ class Trainer:
                 tutorial). Must be ``None`` for datasets.
             shuffle: Visit examples in a new random order every epoch
                 (in-memory data only).
-            seed: Seed of the shuffling order, for reproducible fits.
+            seed: Seed of the shuffling order, for reproducible fits. A
+                ``BackupAndRestore`` that restores a backup then sets the
+                shuffling state to the saved one, overriding the seed.
             validation_data: ``(x_val, y_val)`` or a dataset of batches; its
                 loss and metrics are logged as ``val_*`` after every epoch.
             callbacks: Callbacks for this fit only, after the trainer's own.
@@ -272,6 +274,12 @@ class Trainer:
         self._probe(train)
         if val is not None:
             self._probe(val, names=("validation_data[0]", "validation_data[1]"))
+            unknown_length = isinstance(val, data_lib.DatasetData) and val.steps is None
+            if unknown_length and not any(True for _ in val.dataset.take(1)):  # type: ignore[union-attr]
+                raise ValueError(
+                    "`validation_data` yielded no batches; the dataset is empty. "
+                    f"Received: validation_data={validation_data}"
+                )
         variables = self._trainable_variables()
         self.update_rule.build(variables)
 
@@ -311,17 +319,27 @@ class Trainer:
         self.history = history
         epoch_logs: Logs = {}
 
+        backups = [cb for cb in callback_list.callbacks if isinstance(cb, BackupAndRestore)]
+        for backup in backups:
+            backup.bind(callback_list.callbacks, history)
         callback_list.on_train_begin()
-        for epoch in range(epochs):
+        first_epoch = 0
+        for backup in backups:  # a restored backup: carry on after its last epoch
+            resumed, resumed_logs = backup.resume()
+            if backup.restored_epoch is not None and not first_epoch:
+                first_epoch, epoch_logs = resumed, resumed_logs
+        for epoch in range(first_epoch, epochs):
             callback_list.on_epoch_begin(epoch)
             logs, sizes = run_epoch(callback_list, epoch)
             epoch_logs = self._epoch_logs(logs, sizes, columns)
             if val is not None:
-                val_logs = self._evaluate(val, calls=epochs)
+                val_logs = self._evaluate(val, calls=epochs, name="validation_data")
                 epoch_logs.update({f"val_{k}": value for k, value in val_logs.items()})
             # The rate the next update will use (schedules compute it from `iterations`).
             epoch_logs["lr"] = float(self.update_rule.current_learning_rate())
             callback_list.on_epoch_end(epoch, epoch_logs)
+            for backup in backups:  # after every callback and the History saw the epoch
+                backup.save(epoch)
             if self.stop_training:
                 break
         callback_list.on_train_end(epoch_logs)
@@ -435,6 +453,7 @@ class Trainer:
         x_spec, y_spec = prepared.x_spec, prepared.y_spec
         key = (x_spec, y_spec, self._identity())
         if key in self._probed:  # this model, loss and metrics took such data before
+            self._check_targets(prepared, names, self._probed[key])
             return
         x0, y0 = self._example_batch(prepared)
         try:
@@ -444,9 +463,11 @@ class Trainer:
                 f"The model cannot be called on examples of `{names[0]}` (per-example shape "
                 f"{tuple(x_spec.shape[1:])}, dtype {x_spec.dtype.name}): {err}"
             ) from err
+        num_outputs = pred.shape[-1] if pred.shape.rank else None
         if y_spec is None or y0 is None:
-            self._probed.add(key)
+            self._probed[key] = num_outputs
             return
+        self._check_targets(prepared, names, num_outputs)
         for name, fn in (("loss", self.loss), *self.metrics.items()):
             arg = "loss" if name == "loss" else "metrics"
             try:
@@ -463,7 +484,15 @@ class Trainer:
                     f"`{arg}` ({loss_name(fn)}) must return a floating-point scalar; it returned "
                     f"shape {value.shape} and dtype {value.dtype.name}."
                 )
-        self._probed.add(key)
+        self._probed[key] = num_outputs
+
+    def _check_targets(
+        self, prepared: data_lib.Data, names: tuple[str, str], num_outputs: int | None
+    ) -> None:
+        """Lets the loss reject in-memory targets it can never accept (labels out of range)."""
+        check = getattr(self.loss, "check_targets", None)
+        if isinstance(prepared, data_lib.ArrayData) and prepared.y is not None and callable(check):
+            check(names[1], prepared.y, num_outputs)
 
     def _example_batch(self, prepared: data_lib.Data) -> tuple[tf.Tensor, tf.Tensor | None]:
         """All-zero ``(x, y)`` batches shaped like the data, with static shapes.
@@ -811,7 +840,9 @@ class Trainer:
     def _make_predict(self, x_spec: tf.TensorSpec, jit: bool) -> Any:
         return tf.function(self.model.__call__, input_signature=[x_spec], jit_compile=jit)
 
-    def _evaluate(self, prepared: data_lib.Data, *, calls: int) -> dict[str, float]:
+    def _evaluate(
+        self, prepared: data_lib.Data, *, calls: int, name: str = "x"
+    ) -> dict[str, float]:
         x_spec, y_spec = prepared.x_spec, prepared.y_spec
         steps = None if prepared.steps is None else prepared.steps * calls
         fn = self._compiled(
@@ -825,7 +856,7 @@ class Trainer:
             results.append(fn(x_batch, y_batch))
             sizes.append(size if size is not None else tf.shape(x_batch)[0])
         if not results:
-            raise ValueError("The evaluation data yielded no batches; the dataset is empty.")
+            raise ValueError(f"`{name}` yielded no batches; the dataset is empty.")
         logs = tf.stack(results).numpy()
         return self._weighted_mean(logs, np.array([int(s) for s in sizes], np.float64))
 

@@ -1,5 +1,6 @@
 """Callbacks: hooks into the Trainer's eager outer loop."""
 
+from gradfit.callbacks.backup import BackupAndRestore
 from gradfit.callbacks.base import Callback, CallbackList
 from gradfit.callbacks.csv_logger import CSVLogger
 from gradfit.callbacks.early_stopping import EarlyStopping
@@ -13,6 +14,7 @@ from gradfit.callbacks.reduce_lr import ReduceLROnPlateau
 from gradfit.callbacks.tensorboard import TensorBoard
 
 __all__ = [
+    "BackupAndRestore",
     "CSVLogger",
     "Callback",
     "CallbackList",

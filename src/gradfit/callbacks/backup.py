@@ -1,0 +1,327 @@
+"""BackupAndRestore: a run killed at any moment resumes bit for bit from its last epoch."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import glob
+import json
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from gradfit import _validation as v
+from gradfit import saving
+from gradfit.callbacks.base import Callback, Logs
+from gradfit.callbacks.history import History
+
+logger = logging.getLogger("gradfit")
+
+_PREFIX = "backup"
+"""The checkpoint's prefix inside the backup directory."""
+
+_FORMAT = 1
+
+
+def _stateful(callback: Any) -> bool:
+    return callable(getattr(callback, "get_state", None)) and callable(
+        getattr(callback, "set_state", None)
+    )
+
+
+def _encode(value: Any) -> Any:
+    """A JSON-ready copy of a callback state: NumPy arrays become base64 records."""
+    if isinstance(value, np.ndarray | np.generic):
+        array = np.ascontiguousarray(value)
+        return {
+            "__ndarray__": base64.b64encode(array.tobytes()).decode("ascii"),
+            "dtype": array.dtype.str,
+            "shape": list(array.shape),
+        }
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError(f"callback state dicts must have string keys; received {value!r}")
+        return {"__dict__": {k: _encode(item) for k, item in value.items()}}
+    if isinstance(value, list | tuple):
+        return [_encode(item) for item in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TypeError(
+        "BackupAndRestore can save callback states made of None, bools, numbers, strings, "
+        f"lists, dicts and NumPy arrays; received a {type(value).__name__}: {value!r}"
+    )
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "__ndarray__" in value:
+            data = base64.b64decode(value["__ndarray__"])
+            array = np.frombuffer(data, dtype=np.dtype(value["dtype"]))
+            return array.reshape(value["shape"]).copy()
+        return {k: _decode(item) for k, item in value["__dict__"].items()}
+    if isinstance(value, list):
+        return [_decode(item) for item in value]
+    return value
+
+
+class _State(tf.Module):
+    """The backup's non-tensor part: one JSON document in a string variable."""
+
+    def __init__(self) -> None:
+        super().__init__(name="backup_state")
+        self.json = tf.Variable("", dtype=tf.string, trainable=False, name="json")
+
+
+class BackupAndRestore(Callback):
+    """Backs a run up every epoch so that a fit killed at any moment resumes exactly.
+
+    At the end of every epoch it saves, atomically, everything the run needs
+    to continue: the model's variables, the update rule's state (slots,
+    ``iterations``, learning rate, transforms' accumulators), the trainer's
+    shuffling generator, the number of epochs done, the History so far and
+    the state of every callback that has ``get_state``/``set_state``
+    (``EarlyStopping``, ``ReduceLROnPlateau``, ``ModelCheckpoint``, ...).
+    The tensors go in a ``tf.train.Checkpoint`` and the rest in a JSON
+    document held by a ``tf.string`` variable of the same checkpoint, so one
+    atomic write (:func:`gradfit.saving.write_checkpoint`, through the
+    directory's ``checkpoint`` pointer) covers all of it: a kill during a
+    save leaves the previous backup, or the new one, never a mix.
+
+    The next ``fit`` given a ``BackupAndRestore`` on the same directory
+    restores the backup and carries on with the next epoch. Epoch hooks
+    fire only for the epochs this process trains; the returned History
+    holds every epoch, and variables and History are bitwise those of a
+    run that never stopped, provided the resumed ``fit`` gets the same
+    data and arguments (``epochs`` included: it chooses whether XLA
+    compiles the loop) and the trainer is made the same way (its initial
+    values do not matter). The backup overrides ``seed``: ``fit(...,
+    seed=s)`` reseeds the generator before the restore, and the restore then
+    sets it to the saved state, so passing the same ``seed`` on every
+    attempt is safe.
+
+    Exactness covers in-memory data, shuffled by the trainer's generator. A
+    ``tf.data.Dataset`` input is iterated afresh each epoch, so a pipeline
+    that reshuffles itself every iteration restarts its own order on resume.
+    A ``CSVLogger`` should use ``append=True`` in a run that may resume.
+
+    A run that finishes (all epochs, or stopped by a callback) removes its
+    backup; a run that raises (a crash, ``KeyboardInterrupt``,
+    :class:`gradfit.NonFiniteError`) keeps it.
+
+    Put it in the callbacks list before callbacks whose ``on_train_begin``
+    reads the model's variables, so that they see the restored values;
+    callback states are restored after every ``on_train_begin`` (which
+    resets them) has run, wherever it sits.
+
+    Args:
+        directory: The backup's directory (created when first needed). Use
+            one directory per run.
+        save_every: ``"epoch"`` (the only supported value for now): save at
+            the end of every epoch. Saving every ``n`` steps is not
+            implemented yet and raises ``NotImplementedError``.
+
+    Example::
+
+        backup = gf.callbacks.BackupAndRestore("run/backup")
+        trainer.fit(x, y, epochs=100, batch_size=32, seed=0, callbacks=[backup])
+        # killed? run the same script again: it resumes after the last epoch saved.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], save_every: str | int = "epoch") -> None:
+        super().__init__()
+        if not isinstance(directory, str | os.PathLike):
+            raise TypeError(
+                "`directory` must be a str or an os.PathLike path. "
+                f"{v.received('directory', directory)}"
+            )
+        text = os.fspath(directory)
+        if not isinstance(text, str) or not text:
+            raise ValueError(
+                f"`directory` must be a non-empty path. {v.received('directory', directory)}"
+            )
+        if isinstance(save_every, int) and not isinstance(save_every, bool):
+            if save_every < 1:
+                raise ValueError(
+                    "`save_every` must be 'epoch' or a positive number of steps. "
+                    f"{v.received('save_every', save_every)}"
+                )
+            raise NotImplementedError(
+                "BackupAndRestore(save_every=<steps>) is not implemented yet: backups are "
+                "saved at the end of every epoch only (save_every='epoch'). Received: "
+                f"save_every={save_every!r}"
+            )
+        if save_every != "epoch":
+            raise (ValueError if isinstance(save_every, str) else TypeError)(
+                "`save_every` must be 'epoch'. " + v.received("save_every", save_every)
+            )
+        self.directory = text
+        self.save_every = save_every
+        self.restored_epoch: int | None = None
+        """The last epoch the restored backup held (``None`` when the fit started fresh)."""
+        self._pending: dict[str, Any] | None = None
+        self._checkpoint: tf.train.Checkpoint | None = None
+        self._state: _State | None = None
+        self._others: list[Any] = []
+        self._history: History | None = None
+
+    # -- the checkpoint ----------------------------------------------------
+
+    @property
+    def _prefix(self) -> str:
+        return os.path.join(self.directory, _PREFIX)
+
+    def _make_checkpoint(self) -> tf.train.Checkpoint:
+        trainer = self.trainer
+        if trainer is None:
+            raise RuntimeError("BackupAndRestore is not attached to a trainer.")
+        with tf.init_scope():
+            self._state = _State()
+        return tf.train.Checkpoint(
+            model=trainer.model,
+            update_rule=trainer.update_rule,
+            generator=trainer.generator,
+            backup=self._state,
+        )
+
+    def _latest(self) -> str | None:
+        if not os.path.isdir(self.directory):
+            return None
+        with contextlib.suppress(Exception):
+            latest = tf.train.latest_checkpoint(self.directory)
+            if latest is not None and os.path.exists(latest + ".index"):
+                return str(latest)
+        return None
+
+    def bind(self, callbacks: Sequence[Callback], history: History) -> None:
+        """Receives the fit's callbacks and History before ``on_train_begin`` (by the Trainer).
+
+        Args:
+            callbacks: The fit's callbacks; those with ``get_state`` and
+                ``set_state`` are saved and restored, in order.
+            history: The fit's History.
+        """
+        self._others = [cb for cb in callbacks if _stateful(cb) and cb is not self]
+        self._history = history
+
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        """Restores the latest backup's tensors, if there is one (the rest comes in resume).
+
+        Everything is checked (the checkpoint's layout, the stateful
+        callbacks it was saved with) before any variable is assigned.
+        """
+        self.restored_epoch = None
+        self._pending = None
+        self._checkpoint = self._make_checkpoint()
+        latest = self._latest()
+        if latest is None:
+            return
+        reader = saving._reader(latest, self.directory)
+        key = f"backup/json{saving._VALUE}"
+        if not reader.has_tensor(key):
+            raise ValueError(
+                "`directory` holds a checkpoint that BackupAndRestore did not write; use an "
+                f"empty directory for the backup. {v.received('directory', self.directory)}"
+            )
+        document = json.loads(reader.get_tensor(key).decode("utf-8"))
+        if document.get("format") != _FORMAT:
+            raise ValueError(
+                f"The backup in `directory` has format {document.get('format')!r}; this "
+                f"gradfit reads format {_FORMAT}. {v.received('directory', self.directory)}"
+            )
+        names = [type(cb).__qualname__ for cb in self._others]
+        saved = [entry["type"] for entry in document["callbacks"]]
+        if names != saved:
+            raise ValueError(
+                f"The backup in `directory` was saved with stateful callbacks {saved}, but "
+                f"this fit has {names}; pass the same callbacks to resume, or remove the "
+                f"backup to start afresh. {v.received('directory', self.directory)}"
+            )
+        keep = ("model/", "update_rule/", "generator/", "backup/")
+        saving._check_layout(
+            saving._layout(reader, keep),
+            saving._expected_layout(self._checkpoint, keep),
+            "trainer",
+            self.directory,
+        )
+        saving._read(self._checkpoint, latest, self.directory)
+        self._pending = document
+        logger.info("BackupAndRestore: restored %s (epoch %d done).", latest, document["epoch"])
+
+    def resume(self) -> tuple[int, Logs]:
+        """Finishes a restore after every ``on_train_begin`` ran (the Trainer calls it).
+
+        Restores the other callbacks' states (their ``on_train_begin``
+        reset them), pre-fills the History and the trainer's counters.
+
+        Returns:
+            The first epoch to train and the logs of the last epoch done
+            (``(0, {})`` when there was no backup).
+        """
+        document, self._pending = self._pending, None
+        history = self._history
+        if document is None or self.trainer is None or history is None:
+            return 0, {}
+        for cb, entry in zip(self._others, document["callbacks"], strict=True):
+            cb.set_state(_decode(entry["state"]))
+        history.history = {k: list(values) for k, values in document["history"].items()}
+        history.epoch = [int(e) for e in document["history_epochs"]]
+        trainer = self.trainer
+        trainer._nonfinite_run = int(document["nonfinite_run"])
+        epoch = int(document["epoch"])
+        self.restored_epoch = epoch
+        last = {k: values[-1] for k, values in history.history.items() if values}
+        if document["stop_training"]:
+            trainer.stop_training = True
+            return max(epoch + 1, int(self.params.get("epochs", 0))), last
+        return epoch + 1, last
+
+    def save(self, epoch: int) -> None:
+        """Saves the backup after epoch ``epoch`` (the Trainer calls it after ``on_epoch_end``).
+
+        It runs after every callback's ``on_epoch_end`` and the History's
+        record of the epoch, so the saved states include that epoch.
+        """
+        trainer = self.trainer
+        if trainer is None or self._checkpoint is None or self._state is None:
+            return
+        history = self._history
+        document = {
+            "format": _FORMAT,
+            "epoch": int(epoch),
+            "stop_training": bool(trainer.stop_training),
+            "nonfinite_run": int(trainer._nonfinite_run),
+            "history": {} if history is None else history.history,
+            "history_epochs": [] if history is None else [int(e) for e in history.epoch],
+            "callbacks": [
+                {"type": type(cb).__qualname__, "state": _encode(cb.get_state())}
+                for cb in self._others
+            ],
+        }
+        self._state.json.assign(json.dumps(document, allow_nan=True))
+        saving.write_checkpoint(self._checkpoint, self._prefix, update_latest=True)
+
+    def on_train_end(self, logs: Logs | None = None) -> None:
+        """The run finished: removes the backup."""
+        self._checkpoint = None
+        self._state = None
+        self.remove()
+
+    def remove(self) -> None:
+        """Removes the backup's files (and the directory, when that leaves it empty)."""
+        directory = self.directory
+        if not os.path.isdir(directory):
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(directory, "checkpoint"))  # first: no backup from here on
+        escaped = glob.escape(directory)
+        names = glob.glob(os.path.join(escaped, f"{_PREFIX}.*"))
+        names += glob.glob(os.path.join(escaped, f".{_PREFIX}.gradfit-tmp-*"))
+        names += glob.glob(os.path.join(escaped, "checkpoint.gradfit-tmp-*"))
+        for name in names:
+            saving._discard(name)
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)

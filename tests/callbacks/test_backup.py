@@ -1,0 +1,317 @@
+"""BackupAndRestore: a run killed at any moment resumes bit for bit."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import gradfit as gf
+from gradfit.callbacks import BackupAndRestore
+from tests.callbacks import _backup_script as script
+
+SCRIPT = Path(script.__file__)
+
+
+class CrashError(Exception):
+    pass
+
+
+class CrashAt(gf.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise CrashError(f"crashed at the end of epoch {epoch}")
+
+
+def early_stopping():
+    return gf.EarlyStopping(monitor="loss", patience=2, min_delta=0.3)
+
+
+def variables(trainer):
+    return [v.numpy() for v in trainer.model.variables] + [
+        v.numpy() for v in trainer.update_rule.variables
+    ]
+
+
+def assert_bitwise(a, b):
+    assert len(a) == len(b)
+    for left, right in zip(a, b, strict=True):
+        assert left.dtype == right.dtype and left.shape == right.shape
+        assert left.tobytes() == right.tobytes()
+
+
+def epochs_seen():
+    seen = []
+    return seen, gf.LambdaCallback(on_epoch_begin=lambda epoch, logs=None: seen.append(epoch))
+
+
+def test_a_crashed_fit_resumes_bitwise_like_an_uninterrupted_run(tmp_path):
+    x, y = script.data()
+    kwargs = {**script.fit_kwargs()}
+    directory = tmp_path / "backup"
+
+    reference = script.make_trainer(init_seed=1)
+    ref_stop = early_stopping()
+    ref_history = reference.fit(x, y, callbacks=[ref_stop], **kwargs)
+    assert ref_history.epoch == list(range(6))  # patience is not exhausted: all 6 epochs
+
+    crashed = script.make_trainer(init_seed=1)
+    seen, record = epochs_seen()
+    with pytest.raises(CrashError):
+        crashed.fit(
+            x,
+            y,
+            callbacks=[BackupAndRestore(directory), early_stopping(), CrashAt(3), record],
+            **kwargs,
+        )
+    assert seen == [0, 1, 2, 3]
+    assert (directory / "checkpoint").exists()  # epochs 0-2 saved; epoch 3 crashed before
+
+    # A fresh trainer, other initial values, no seed: the backup supplies everything.
+    resumed = script.make_trainer(init_seed=2)
+    stop = early_stopping()
+    seen, record = epochs_seen()
+    kwargs.pop("seed")
+    backup = BackupAndRestore(directory)
+    history = resumed.fit(x, y, callbacks=[backup, stop, record], **kwargs)
+
+    assert backup.restored_epoch == 2
+    assert seen == [3, 4, 5]  # epoch hooks only for the epochs this fit trained
+    assert history.epoch == ref_history.epoch
+    assert history.history == ref_history.history  # floats compared exactly
+    assert_bitwise(variables(resumed), variables(reference))
+    assert int(resumed.update_rule.iterations) == int(reference.update_rule.iterations) == 24
+    assert stop.get_state()["wait"] == ref_stop.get_state()["wait"]
+    assert stop.get_state()["best"] == ref_stop.get_state()["best"]
+    assert stop.best_epoch == ref_stop.best_epoch
+    assert not directory.exists()  # a finished run removes its backup
+
+
+def test_a_resumed_early_stop_does_not_train_again_and_a_seed_is_overridden(tmp_path):
+    x, y = script.data()
+    kwargs = script.fit_kwargs()
+    directory = tmp_path / "backup"
+    stopper = gf.EarlyStopping(monitor="loss", patience=0, min_delta=10.0)  # stops at epoch 1
+
+    reference = script.make_trainer()
+    ref = reference.fit(
+        x, y, callbacks=[gf.EarlyStopping(monitor="loss", patience=0, min_delta=10.0)], **kwargs
+    )
+    assert ref.epoch == [0, 1]
+
+    class KillAfterSave(gf.Callback):
+        def on_train_end(self, logs=None):  # the backup of epoch 1 exists: "die" now
+            raise CrashError("killed before the backup was removed")
+
+    first = script.make_trainer()
+    with pytest.raises(CrashError):
+        first.fit(x, y, callbacks=[KillAfterSave(), BackupAndRestore(directory), stopper], **kwargs)
+    assert (directory / "checkpoint").exists()
+
+    resumed = script.make_trainer(init_seed=3)
+    seen, record = epochs_seen()
+    history = resumed.fit(  # same seed again: reseeds, then the restore overrides it
+        x,
+        y,
+        callbacks=[
+            BackupAndRestore(directory),
+            gf.EarlyStopping(monitor="loss", patience=0, min_delta=10.0),
+            record,
+        ],
+        **kwargs,
+    )
+    assert seen == []
+    assert history.epoch == [0, 1]
+    assert history.history == ref.history
+    assert_bitwise(variables(resumed), variables(reference))
+    assert not directory.exists()
+
+
+def test_a_nonfinite_error_keeps_the_backup(tmp_path):
+    x, y = script.data()
+    directory = tmp_path / "backup"
+
+    def poison(epoch, logs=None):
+        if epoch == 2:
+            trainer.model.variables[-1].assign(
+                tf.fill(trainer.model.variables[-1].shape, float("nan"))
+            )
+
+    trainer = gf.Trainer(gf.MLP((4,), seed=1), gf.L2(), gf.SGD(0.01))
+    with pytest.raises(gf.NonFiniteError):
+        trainer.fit(
+            x,
+            y,
+            epochs=4,
+            batch_size=32,
+            seed=0,
+            callbacks=[BackupAndRestore(directory), gf.LambdaCallback(on_epoch_begin=poison)],
+        )
+    assert (directory / "checkpoint").exists()
+
+    fresh = gf.Trainer(gf.MLP((4,), seed=2), gf.L2(), gf.SGD(0.01))
+    seen, record = epochs_seen()
+    history = fresh.fit(
+        x, y, epochs=4, batch_size=32, callbacks=[BackupAndRestore(directory), record]
+    )
+    assert seen == [2, 3]
+    assert history.epoch == [0, 1, 2, 3]
+    assert all(np.isfinite(v.numpy()).all() for v in fresh.model.variables)
+    assert not directory.exists()
+
+
+def test_mismatched_callbacks_and_bad_arguments_are_clear_errors(tmp_path):
+    x, y = script.data()
+    directory = tmp_path / "backup"
+    trainer = gf.Trainer(gf.MLP((4,), seed=1), gf.L2(), gf.SGD(0.01))
+    with pytest.raises(CrashError):
+        trainer.fit(
+            x,
+            y,
+            epochs=3,
+            batch_size=32,
+            callbacks=[BackupAndRestore(directory), early_stopping(), CrashAt(1)],
+        )
+    before = variables(trainer)
+    with pytest.raises(ValueError, match="stateful callbacks"):
+        trainer.fit(x, y, epochs=3, batch_size=32, callbacks=[BackupAndRestore(directory)])
+    assert_bitwise(variables(trainer), before)  # checked before anything was restored
+    assert (directory / "checkpoint").exists()
+
+    with pytest.raises(NotImplementedError, match="save_every"):
+        BackupAndRestore(directory, save_every=10)
+    with pytest.raises(ValueError, match="save_every"):
+        BackupAndRestore(directory, save_every="batch")
+    with pytest.raises(ValueError, match="save_every"):
+        BackupAndRestore(directory, save_every=0)
+    with pytest.raises(TypeError, match="directory"):
+        BackupAndRestore(None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="directory"):
+        BackupAndRestore("")
+
+
+# -- SIGKILL at random moments ------------------------------------------------------------
+
+
+class Server:
+    """The helper script in ``--serve`` mode: each fit runs in a forked child process.
+
+    The children are real processes, killed with SIGKILL; forking them from a
+    process that has imported TensorFlow (but never run it) saves the import,
+    about 3 s, per run.
+    """
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        self.process = subprocess.Popen(
+            [sys.executable, str(SCRIPT), "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        assert self._read() == "ready"
+        self.runs = 0
+
+    def _read(self):
+        line = self.process.stdout.readline()
+        assert line, "the helper script's server died"
+        return line.strip()
+
+    def run(self, directory, out, *flags, init_seed=1, kill=None):
+        """Runs one fit; ``kill=(target, delay)`` kills it after its target-th line.
+
+        Returns the exit code and the lines the child printed.
+        """
+        self.runs += 1
+        log = self.tmp / f"log{self.runs}.txt"
+        command = [str(log), str(init_seed), str(directory), str(out), *flags]
+        self.process.stdin.write(" ".join(command) + "\n")
+        self.process.stdin.flush()
+        kind, pid = self._read().split()
+        assert kind == "pid"
+        if kill is not None:
+            target, delay = kill
+            while True:  # wait for the child's target-th line (or its end)
+                lines = log.read_text().splitlines() if log.exists() else []
+                if len(lines) > target or "done" in lines:
+                    break
+                time.sleep(0.002)
+            if "done" not in lines:
+                time.sleep(delay)
+                os.kill(int(pid), signal.SIGKILL)
+        kind, code = self._read().split()
+        assert kind == "exit"
+        return int(code), log.read_text().splitlines()
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def _load(out):
+    arrays = np.load(f"{out}.npz")
+    with open(f"{out}.json", encoding="utf-8") as file:
+        return [arrays[f"arr_{i}"] for i in range(len(arrays.files))], json.load(file)
+
+
+@pytest.mark.slow
+def test_runs_killed_at_random_moments_resume_bitwise(tmp_path):
+    seed = int(os.environ.get("GRADFIT_KILL_SEED", "20261128"))
+    rng = random.Random(seed)
+    server = Server(tmp_path)
+    try:
+        code, lines = server.run(tmp_path / "unused", tmp_path / "reference", "--no-backup")
+        assert code == 0, lines
+        ref_vars, ref_history = _load(tmp_path / "reference")
+        assert ref_history["epoch"] == [0, 1, 2, 3, 4]  # EarlyStopping(patience=1) ends it
+
+        kills, finished, trial = [], 0, 0
+        directory = tmp_path / "backup"
+        while len(kills) < 12 or (directory / "checkpoint").exists():
+            # Half the runs sleep at each marker and inside the save's atomic steps.
+            slow = trial % 2 == 1
+            trial += 1
+            flags = ["--slow"] if slow else []
+            resuming = (directory / "checkpoint").exists()
+            out = tmp_path / f"out{trial}"
+            kill = None
+            if len(kills) < 12:
+                kill = (rng.randrange(0, 6), rng.uniform(0, 0.12 if slow else 0.01))
+            code, lines = server.run(
+                directory, out, *flags, init_seed=2 if resuming else 1, kill=kill
+            )
+            if code == -signal.SIGKILL:
+                kills.append(lines)
+                continue
+            assert code == 0, (code, lines)
+            finished += 1
+            got_vars, got_history = _load(out)
+            assert got_history == ref_history  # floats compare exactly
+            assert_bitwise(got_vars, ref_vars)
+            assert not directory.exists()  # the finished run removed its backup
+    finally:
+        server.close()
+    print(f"{len(kills)} kills, {finished} finished runs, all bitwise equal: {kills}")
+    assert len(kills) >= 10 and finished >= 1
+    # Kills inside a save: the last line printed was "save e" (the next epoch never began).
+    assert sum(bool(k) and k[-1].startswith("save") for k in kills) >= 2, kills
+    # Killed processes that had resumed from a backup (their first line is a later epoch).
+    assert any(k and k[0] not in ("epoch 0", "save 0") for k in kills), kills
