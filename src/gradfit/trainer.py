@@ -563,7 +563,17 @@ class Trainer:
         values = [loss] + [metric(y, pred) for metric in self.metrics.values()]
         return [tf.cast(value, dtype) for value in values]
 
-    def _step_function(self, variables: list[tf.Variable], columns: _Columns) -> _loops.Step:
+    def _step_function(
+        self, variables: list[tf.Variable], columns: _Columns, *, guarded: bool = True
+    ) -> _loops.Step:
+        """The training step; with a flag column, it marks non-finite steps.
+
+        ``guarded`` steps apply the update under ``tf.cond`` on the finiteness
+        check. Unguarded ones apply it regardless and only flag it: the
+        in-memory loop stops after a flagged step and the host rolls the state
+        back (see ``_array_epoch``), which keeps the XLA loop as fast as an
+        unchecked one.
+        """
         model, loss_fn, rule = self.model, self.loss, self.update_rule
         dtype = self._log_dtype()
         with_norm = "grad_norm" in columns.names
@@ -587,6 +597,10 @@ class Trainer:
             finite = tf.math.is_finite(loss)
             for g in present:
                 finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
+            if not guarded:
+                rule.apply(gradients, variables)
+                outputs.append(tf.cast(tf.logical_not(finite), dtype))
+                return tf.stack(outputs)
 
             def update() -> tf.Tensor:
                 rule.apply(gradients, variables)
@@ -619,6 +633,15 @@ class Trainer:
                 callbacks.on_train_batch_begin(first + i)
             logs = dict(zip(names, map(float, row[: len(names)]), strict=True))
             callbacks.on_train_batch_end(first + i, logs)
+
+    def _state(self) -> list[Any]:
+        """Every variable a training step may change: the model's and the rule's."""
+        found: list[Any] = [*self.model.variables, *self.update_rule.variables]
+        for module in (self.update_rule, *self.update_rule.submodules):
+            optimizer = getattr(module, "optimizer", None)  # a wrapped Keras optimizer
+            found.extend(getattr(optimizer, "variables", ()))
+        unique = {id(var): var for var in found}
+        return list(unique.values())
 
     def _check_run(self, epoch: int, step: int, run: int, columns: _Columns) -> None:
         """Raises NonFiniteError when the run of non-finite steps reached the limit."""
@@ -660,8 +683,8 @@ class Trainer:
         full, rest = divmod(n, size)
         shuffled = shuffle and data.steps > 1
         per_call = min(per_call or full, full)
-        step = self._step_function(variables, columns)
-        dtype, flag, limit = self._log_dtype(), columns.flag, self._limit()
+        step = self._step_function(variables, columns, guarded=False)
+        dtype, flag = self._log_dtype(), columns.flag
         key = (
             "train",
             data.x.shape,
@@ -671,7 +694,6 @@ class Trainer:
             shuffled,
             tuple(columns.names),
             flag,
-            limit,
             per_call,
             self._identity(),
             tuple(id(var) for var in variables),
@@ -686,8 +708,10 @@ class Trainer:
                     columns.width,
                     dtype,
                     shuffled=shuffled,
-                    flag=flag,
-                    limit=limit,
+                    # No early stop in-graph: a loop condition that depends on the
+                    # step's output slows XLA's loop ~4x here; the host finds the
+                    # first non-finite step instead, rolls back and replays.
+                    flag=None,
                 ),
                 jit_compile=jit,
             ),
@@ -724,35 +748,57 @@ class Trainer:
             order = permute() if shuffled else no_order
             replay = callbacks.wants_batch_logs
             chunks: list[np.ndarray] = []
-            for first in range(0, full, per_call):
-                num = min(per_call, full - first)
-                if every_step:
-                    callbacks.on_train_batch_begin(first)
-                logs, done, run_t = loop(
-                    data.x,
-                    data.y,
-                    order,
-                    tf.constant(first),
-                    tf.constant(num),
-                    tf.constant(self._nonfinite_run),
-                )
-                done = int(done)
-                chunks.append(logs.numpy()[:done])
+            state = self._state() if flag is not None else []
+            zero = tf.constant(0)
+
+            def record(first: int, rows: np.ndarray) -> None:
+                chunks.append(rows)
                 if replay:
-                    self._replay(callbacks, first, chunks[-1], columns, begin=not every_step)
-                self._check_run(epoch, first + done - 1, int(run_t), columns)
+                    self._replay(callbacks, first, rows, columns, begin=not every_step)
+
+            for first in range(0, full, per_call):
+                pos, end = first, min(first + per_call, full)
+                while pos < end:
+                    if every_step:
+                        callbacks.on_train_batch_begin(pos)
+                    saved = [tf.identity(var) for var in state]
+                    logs, done_t, _ = loop(
+                        data.x, data.y, order, tf.constant(pos), tf.constant(end - pos), zero
+                    )
+                    rows = logs.numpy()[: int(done_t)]
+                    flagged: Any = np.flatnonzero(rows[:, flag] > 0) if flag is not None else ()
+                    if len(flagged) == 0:
+                        record(pos, rows)
+                        self._nonfinite_run = 0 if flag is not None else self._nonfinite_run
+                        pos += len(rows)
+                        continue
+                    # A non-finite step's update was applied (and the steps after it ran on):
+                    # roll back and replay the finite steps before it (deterministic).
+                    done = int(flagged[0]) + 1
+                    rows = rows[:done]
+                    for var, value in zip(state, saved, strict=True):
+                        var.assign(value)
+                    if done > 1:
+                        loop(data.x, data.y, order, tf.constant(pos), tf.constant(done - 1), zero)
+                    record(pos, rows)
+                    run = (self._nonfinite_run if done == 1 else 0) + 1
+                    self._check_run(epoch, pos + done - 1, run, columns)
+                    pos += done
                 if every_step and self.stop_training:
                     break  # one step per call: stop right after the step that asked
             else:
                 if last is not None:
                     if every_step:
                         callbacks.on_train_batch_begin(full)
+                    saved = [tf.identity(var) for var in state]
                     row = last(data.x, data.y, order).numpy()
-                    chunks.append(row[None])
-                    if replay:
-                        self._replay(callbacks, full, chunks[-1], columns, begin=not every_step)
-                    run_now = self._nonfinite_run + 1 if flag is not None and row[flag] else 0
-                    self._check_run(epoch, full, run_now, columns)
+                    record(full, row[None])
+                    if flag is not None and row[flag] > 0:
+                        for var, value in zip(state, saved, strict=True):
+                            var.assign(value)
+                        self._check_run(epoch, full, self._nonfinite_run + 1, columns)
+                    elif flag is not None:
+                        self._nonfinite_run = 0
             logs_np = np.concatenate(chunks)
             return logs_np, sizes[: len(logs_np)]
 
