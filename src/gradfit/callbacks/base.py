@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +90,36 @@ def overrides(callback: Callback, hook: str) -> bool:
     if hook in vars(callback):  # installed on the instance, as LambdaCallback does
         return True
     return getattr(type(callback), hook) is not getattr(Callback, hook)
+
+
+def resolve_monitor(owner: str, monitor: str, available: Any) -> str:
+    """The epoch log a monitoring callback should watch.
+
+    ``monitor`` itself when the logs will hold it (or nothing is known);
+    without validation data a ``"val_*"`` monitor falls back to the training
+    quantity, with a warning; anything else is a ``ValueError`` naming
+    ``monitor``, raised before training starts.
+
+    Args:
+        owner: The callback's class name, for the warning.
+        monitor: The requested log name.
+        available: The names the epoch logs will carry (``params["metrics"]``).
+    """
+    if available is None or monitor in available:
+        return monitor
+    fallback = monitor[4:] if monitor.startswith("val_") else None
+    if fallback is not None and fallback in available:
+        warnings.warn(
+            f"{owner} monitors {monitor!r}, but there is no validation data; "
+            f"monitoring {fallback!r} instead.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return fallback
+    raise ValueError(
+        f"`monitor` names a quantity the epoch logs will not hold. Available: "
+        f"{sorted(available)}. {v.received('monitor', monitor)}"
+    )
 
 
 def check_callbacks(name: str, callbacks: Any) -> list[Callback]:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from gradfit import _validation as v
-from gradfit.callbacks.base import Callback, Logs
+from gradfit.callbacks.base import Callback, Logs, resolve_monitor
 
 
 class EarlyStopping(Callback):
@@ -78,23 +77,7 @@ class EarlyStopping(Callback):
     def on_train_begin(self, logs: Logs | None = None) -> None:
         """Resets the state and resolves which log to watch."""
         self._reset()
-        available = self.params.get("metrics")
-        if available is None or self.monitor in available:
-            return
-        fallback = self.monitor[4:] if self.monitor.startswith("val_") else None
-        if fallback is not None and fallback in available:
-            warnings.warn(
-                f"EarlyStopping monitors {self.monitor!r}, but there is no validation data; "
-                f"monitoring {fallback!r} instead.",
-                UserWarning,
-                stacklevel=2,
-            )
-            self._key = fallback
-            return
-        raise ValueError(
-            f"`monitor` names a quantity the epoch logs will not hold. Available: "
-            f"{sorted(available)}. {v.received('monitor', self.monitor)}"
-        )
+        self._key = resolve_monitor("EarlyStopping", self.monitor, self.params.get("metrics"))
 
     def _improved(self, value: float) -> bool:
         if self.mode == "min":

@@ -8,13 +8,12 @@ import numbers
 import os
 import re
 import string
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from gradfit import _validation as v
 from gradfit import saving
-from gradfit.callbacks.base import Callback, Logs
+from gradfit.callbacks.base import Callback, Logs, resolve_monitor
 from gradfit.callbacks.csv_logger import check_path
 
 logger = logging.getLogger("gradfit")
@@ -147,22 +146,8 @@ class ModelCheckpoint(Callback):
                 f"`path` names {missing}, which the epoch logs will not hold. Available: "
                 f"['epoch', *{sorted(available)}]. {v.received('path', self.path)}"
             )
-        if not self.save_best_only or self.monitor in available:
-            return
-        fallback = self.monitor[4:] if self.monitor.startswith("val_") else None
-        if fallback is not None and fallback in available:
-            warnings.warn(
-                f"ModelCheckpoint monitors {self.monitor!r}, but there is no validation data; "
-                f"monitoring {fallback!r} instead.",
-                UserWarning,
-                stacklevel=2,
-            )
-            self._key = fallback
-            return
-        raise ValueError(
-            f"`monitor` names a quantity the epoch logs will not hold. Available: "
-            f"{sorted(available)}. {v.received('monitor', self.monitor)}"
-        )
+        if self.save_best_only:
+            self._key = resolve_monitor("ModelCheckpoint", self.monitor, available)
 
     def _improved(self, value: float) -> bool:
         if self.mode == "min":

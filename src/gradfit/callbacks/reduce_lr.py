@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from gradfit import _validation as v
-from gradfit.callbacks.base import Callback, Logs
+from gradfit.callbacks.base import Callback, Logs, resolve_monitor
 from gradfit.callbacks.lr_scheduler import check_settable_learning_rate
 
 logger = logging.getLogger("gradfit")
@@ -150,24 +149,7 @@ class ReduceLROnPlateau(Callback):
         self._reset()
         if self.trainer is not None:
             check_settable_learning_rate(self.trainer.update_rule, "ReduceLROnPlateau")
-        self._key = self.monitor
-        available = self.params.get("metrics")
-        if available is None or self.monitor in available:
-            return
-        fallback = self.monitor[4:] if self.monitor.startswith("val_") else None
-        if fallback is not None and fallback in available:
-            warnings.warn(
-                f"ReduceLROnPlateau monitors {self.monitor!r}, but there is no validation data; "
-                f"monitoring {fallback!r} instead.",
-                UserWarning,
-                stacklevel=2,
-            )
-            self._key = fallback
-            return
-        raise ValueError(
-            f"`monitor` names a quantity the epoch logs will not hold. Available: "
-            f"{sorted(available)}. {v.received('monitor', self.monitor)}"
-        )
+        self._key = resolve_monitor("ReduceLROnPlateau", self.monitor, self.params.get("metrics"))
 
     def _improved(self, value: float) -> bool:
         if self.mode == "min":
