@@ -133,20 +133,17 @@ def array_loop(
     log_dtype: tf.DType,
     *,
     shuffled: bool,
-    flag: int | None = None,
-    limit: int = 1,
-) -> Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
-    """Returns ``loop(x, y, order, first_step, num_steps, run) -> (logs, done, run)``.
+) -> Callable[..., tf.Tensor]:
+    """Returns ``loop(x, y, order, first_step, num_steps) -> logs[max_steps, k]``.
 
     Runs full batches ``first_step, ..., first_step + num_steps - 1``, at
-    most ``max_steps`` per call; row ``i`` of ``logs`` (``[max_steps, k]``)
-    holds the logs of step ``first_step + i`` (rows past ``done`` are zero).
-    ``first_step`` and ``num_steps`` are tensors, so changing them never
-    retraces.
+    most ``max_steps`` per call; row ``i`` of ``logs`` holds the logs of step
+    ``first_step + i`` (rows past ``num_steps`` are zero). ``first_step`` and
+    ``num_steps`` are tensors, so changing them never retraces.
 
-    When ``flag`` is a column index, that column marks non-finite steps:
-    ``run`` counts them in a row (carried in and out, across calls), and the
-    loop stops early, after the step that makes ``run`` reach ``limit``.
+    The loop never stops early: a loop condition that depends on the step's
+    output makes XLA's loop several times slower per step, so the Trainer
+    finds non-finite steps in the returned logs instead (and rolls back).
     """
     if max_steps == 1:
         # One step per call (full-batch descent, say): a loop would only add tracing time.
@@ -156,39 +153,30 @@ def array_loop(
             order: tf.Tensor,
             first_step: tf.Tensor,
             num_steps: tf.Tensor,
-            run: tf.Tensor,
-        ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        ) -> tf.Tensor:
             rows = order if shuffled else None
             start = first_step * batch_size
             out = step(_batch(x, rows, start, batch_size), _batch(y, rows, start, batch_size))
-            return out[None], tf.constant(1), _next_run(out, run, flag)
+            return out[None]
 
         return single
 
     def loop(
-        x: tf.Tensor,
-        y: tf.Tensor,
-        order: tf.Tensor,
-        first_step: tf.Tensor,
-        num_steps: tf.Tensor,
-        run: tf.Tensor,
-    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        x: tf.Tensor, y: tf.Tensor, order: tf.Tensor, first_step: tf.Tensor, num_steps: tf.Tensor
+    ) -> tf.Tensor:
         rows = order if shuffled else None
 
-        def body(i: tf.Tensor, logs: Any, run: tf.Tensor) -> tuple[tf.Tensor, Any, tf.Tensor]:
+        def body(i: tf.Tensor, logs: Any) -> tuple[tf.Tensor, Any]:
             start = (first_step + i) * batch_size
             out = step(_batch(x, rows, start, batch_size), _batch(y, rows, start, batch_size))
-            return i + 1, logs.write(i, out), _next_run(out, run, flag)
-
-        def more(i: tf.Tensor, logs: Any, run: tf.Tensor) -> tf.Tensor:
-            return i < num_steps if flag is None else tf.logical_and(i < num_steps, run < limit)
+            return i + 1, logs.write(i, out)
 
         # A fixed-size TensorArray: O(1) per write, in graph mode and under XLA alike.
         logs = tf.TensorArray(log_dtype, size=max_steps, element_shape=[num_logs])
-        done, logs, run = tf.while_loop(
-            more, body, (tf.constant(0), logs, run), maximum_iterations=max_steps
+        _, logs = tf.while_loop(
+            lambda i, _: i < num_steps, body, (tf.constant(0), logs), maximum_iterations=max_steps
         )
-        return logs.stack(), done, run
+        return logs.stack()
 
     return loop
 

@@ -467,12 +467,8 @@ def save_trainer(
     trainer = _check_trainer(trainer)
     prefix = _check_path("path", path)
     update_latest = v.boolean("update_latest", update_latest)
-    checkpoint = tf.train.Checkpoint(
-        model=trainer.model,
-        update_rule=trainer.update_rule,
-        generator=trainer.generator,
-        **{_META: _Metadata(trainer.model, rule_built=trainer.update_rule.built)},
-    )
+    checkpoint = trainer_checkpoint(trainer)
+    setattr(checkpoint, _META, _Metadata(trainer.model, rule_built=trainer.update_rule.built))
     return write_checkpoint(checkpoint, prefix, update_latest=update_latest)
 
 

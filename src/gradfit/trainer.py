@@ -708,10 +708,6 @@ class Trainer:
                     columns.width,
                     dtype,
                     shuffled=shuffled,
-                    # No early stop in-graph: a loop condition that depends on the
-                    # step's output slows XLA's loop ~4x here; the host finds the
-                    # first non-finite step instead, rolls back and replays.
-                    flag=None,
                 ),
                 jit_compile=jit,
             ),
@@ -749,7 +745,6 @@ class Trainer:
             replay = callbacks.wants_batch_logs
             chunks: list[np.ndarray] = []
             state = self._state() if flag is not None else []
-            zero = tf.constant(0)
 
             def record(first: int, rows: np.ndarray) -> None:
                 chunks.append(rows)
@@ -762,14 +757,12 @@ class Trainer:
                     if every_step:
                         callbacks.on_train_batch_begin(pos)
                     saved = [tf.identity(var) for var in state]
-                    logs, done_t, _ = loop(
-                        data.x, data.y, order, tf.constant(pos), tf.constant(end - pos), zero
-                    )
-                    rows = logs.numpy()[: int(done_t)]
+                    logs = loop(data.x, data.y, order, tf.constant(pos), tf.constant(end - pos))
+                    rows = logs.numpy()[: end - pos]
                     flagged: Any = np.flatnonzero(rows[:, flag] > 0) if flag is not None else ()
                     if len(flagged) == 0:
                         record(pos, rows)
-                        self._nonfinite_run = 0 if flag is not None else self._nonfinite_run
+                        self._nonfinite_run = 0
                         pos += len(rows)
                         continue
                     # A non-finite step's update was applied (and the steps after it ran on):
@@ -779,7 +772,7 @@ class Trainer:
                     for var, value in zip(state, saved, strict=True):
                         var.assign(value)
                     if done > 1:
-                        loop(data.x, data.y, order, tf.constant(pos), tf.constant(done - 1), zero)
+                        loop(data.x, data.y, order, tf.constant(pos), tf.constant(done - 1))
                     record(pos, rows)
                     run = (self._nonfinite_run if done == 1 else 0) + 1
                     self._check_run(epoch, pos + done - 1, run, columns)
@@ -797,7 +790,7 @@ class Trainer:
                         for var, value in zip(state, saved, strict=True):
                             var.assign(value)
                         self._check_run(epoch, full, self._nonfinite_run + 1, columns)
-                    elif flag is not None:
+                    else:
                         self._nonfinite_run = 0
             logs_np = np.concatenate(chunks)
             return logs_np, sizes[: len(logs_np)]
