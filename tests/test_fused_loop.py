@@ -95,6 +95,40 @@ def test_steps_per_execution_chunks_agree_and_never_retrace():
     assert trainer.train_function.experimental_get_tracing_count() == 1
 
 
+@pytest.mark.parametrize("block_bytes", [512, 1024], ids=["blocks-of-2", "blocks-of-4"])
+@pytest.mark.parametrize("per_call", [None, 3])
+def test_shuffled_blocks_give_what_one_block_gives(monkeypatch, block_bytes, per_call):
+    # 16 rows of 4 float32 values = 256 bytes per batch; 5 full batches, then a ragged 3.
+    _, reference, ref_hist = fit(sgd(), per_call=per_call)
+    monkeypatch.setattr(gf._loops, "BLOCK_BYTES", block_bytes)
+    log = StepLog()
+    trainer, blocked, hist = fit(sgd(), per_call=per_call, callbacks=[log])
+    for a, b in zip(reference, blocked, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert hist.history == ref_hist.history
+    assert [s for s, _ in log.steps] == [0, 1, 2, 3, 4, 5] * 3
+    assert trainer.train_function.experimental_get_tracing_count() == 1
+
+
+@pytest.mark.parametrize("block_bytes", [None, 512])
+def test_shuffled_batches_follow_the_generator_permutation(monkeypatch, block_bytes):
+    if block_bytes is not None:
+        monkeypatch.setattr(gf._loops, "BLOCK_BYTES", block_bytes)
+    # With W = b = 0 and lr = 0, each step's loss is the mean of its targets squared.
+    trainer = gf.Trainer(gf.LinearModel(weight_init=0.0, bias_init=0.0), gf.L2(), gf.SGD(0.0))
+    log = StepLog()
+    trainer.fit(X, Y, epochs=2, batch_size=16, seed=9, callbacks=[log])
+    generator = tf.random.Generator.from_seed(9)
+    expected = []
+    for _ in range(2):
+        seed = generator.make_seeds(1)[:, 0]
+        order = tf.random.experimental.stateless_shuffle(tf.range(83), seed=seed).numpy()
+        for start in range(0, 83, 16):
+            rows = order[start : start + 16]
+            expected.append(float(np.mean(Y[rows].astype(np.float64) ** 2)))
+    np.testing.assert_allclose([loss for _, loss in log.steps], expected, rtol=1e-6)
+
+
 def test_fused_loop_equals_a_hand_written_tape_loop():
     model = gf.LinearModel(weight_init=0.1, bias_init=0.0)
     gf.Trainer(model, gf.L2(), gf.SGD(0.05), jit_compile=False).fit(
