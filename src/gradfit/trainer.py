@@ -115,15 +115,11 @@ def _check_jit_compile(value: Any) -> bool | str:
 
 
 @functools.lru_cache(maxsize=64)
-def _seed_state_cached(seed: int, algorithm: Any) -> np.ndarray:
+def _seed_state(seed: int, algorithm: Any) -> np.ndarray:
+    """The generator state ``reset_from_seed(seed)`` sets, cached (computing it costs 0.4 ms)."""
     state = tf.random.Generator.from_seed(seed, alg=algorithm).state.numpy()
     state.flags.writeable = False
     return state
-
-
-def _seed_state(seed: int, algorithm: Any) -> np.ndarray:
-    """The generator state ``reset_from_seed(seed)`` sets, cached (computing it costs 0.4 ms)."""
-    return _seed_state_cached(seed, algorithm)
 
 
 class NonFiniteError(FloatingPointError):
@@ -237,6 +233,11 @@ class Trainer:
         self.history: History | None = None
         self.train_function: Any = None
         self._functions: dict[Any, Any] = {}
+        # Mid-epoch backups (BackupAndRestore(save_every=n)) during a fit:
+        self._save_periods: list[int] = []
+        self._step_backups: list[BackupAndRestore] = []
+        self._steps_done = 0  # steps trained in this run, across epochs and resumes
+        self._epoch_generator_state: np.ndarray | None = None
         self._probed: dict[Any, int | None] = {}  # probed data specs -> predictions' width
 
     # -- public API ------------------------------------------------------
@@ -337,15 +338,29 @@ class Trainer:
         backups = [cb for cb in callback_list.callbacks if isinstance(cb, BackupAndRestore)]
         for backup in backups:
             backup.bind(callback_list.callbacks, history)
+        # Backups saved every n steps: chunks of the loop end at those steps (see _chunk_end).
+        self._step_backups = [b for b in backups if isinstance(b.save_every, int)]
+        self._save_periods = sorted({int(b.save_every) for b in self._step_backups})
         callback_list.on_train_begin()
-        first_epoch = 0
-        for backup in backups:  # a restored backup: carry on after its last epoch
-            resumed, resumed_logs = backup.resume()
-            if backup.restored_epoch is not None and not first_epoch:
-                first_epoch, epoch_logs = resumed, resumed_logs
+        resume = None
+        for backup in backups:  # a restored backup: carry on where it stopped
+            found = backup.resume()
+            if found is not None and resume is None:
+                resume = found
+        first_epoch = 0 if resume is None else resume.epoch
+        if resume is not None:
+            epoch_logs = resume.logs
+        self._steps_done = 0 if resume is None else resume.steps_done
         for epoch in range(first_epoch, epochs):
+            start, prior = 0, None
+            if resume is not None and epoch == resume.epoch and resume.step:
+                # Mid-epoch: replay the epoch's order from its start, skip the steps done.
+                start, prior = resume.step, (resume.step_logs, resume.step_sizes)
+                self.generator.state.assign(resume.generator_state, read_value=False)
+            if self._step_backups:
+                self._epoch_generator_state = self.generator.state.numpy().copy()
             callback_list.on_epoch_begin(epoch)
-            logs, sizes = run_epoch(callback_list, epoch)
+            logs, sizes = run_epoch(callback_list, epoch, start, prior)
             epoch_logs = self._epoch_logs(logs, sizes, columns)
             if val is not None:
                 val_logs = self._evaluate(val, calls=epochs, name="validation_data")
@@ -354,7 +369,7 @@ class Trainer:
             epoch_logs["lr"] = float(self.update_rule.current_learning_rate())
             callback_list.on_epoch_end(epoch, epoch_logs)
             for backup in backups:  # after every callback and the History saw the epoch
-                backup.save(epoch)
+                backup.save(epoch, steps_done=self._steps_done)
             if self.stop_training:
                 break
         callback_list.on_train_end(epoch_logs)
@@ -684,6 +699,43 @@ class Trainer:
     def _limit(self) -> int:
         return 1 if self.on_nonfinite == "raise" else self.max_consecutive_nonfinite
 
+    def _chunk_end(self, pos: int, end: int) -> int:
+        """Where a chunk of steps from epoch step ``pos`` ends: ``end``, or at a step save."""
+        if not self._save_periods:
+            return end
+        gap = min(n - self._steps_done % n for n in self._save_periods)
+        return min(end, pos + gap)
+
+    def _step_save(
+        self,
+        epoch: int,
+        step: int,
+        total: int | None,
+        logs: list[np.ndarray],
+        sizes: list[np.ndarray] | np.ndarray,
+    ) -> None:
+        """Saves the step backups due after ``step`` steps of ``epoch`` (not at its end).
+
+        ``logs`` and ``sizes`` hold the epoch's step logs and batch sizes so far.
+        """
+        if not self._step_backups or (total is not None and step >= total):
+            return
+        due = [b for b in self._step_backups if self._steps_done % int(b.save_every) == 0]
+        epoch_state = self._epoch_generator_state
+        if not due or epoch_state is None:  # (the state is taken when such an epoch begins)
+            return
+        rows = np.concatenate(logs)
+        batch_sizes = sizes[: len(rows)] if isinstance(sizes, np.ndarray) else np.concatenate(sizes)
+        for backup in due:
+            backup.save_steps(
+                epoch,
+                step,
+                rows,
+                batch_sizes,
+                generator_state=epoch_state,
+                steps_done=self._steps_done,
+            )
+
     def _array_epoch(
         self,
         data: data_lib.ArrayData,
@@ -692,8 +744,12 @@ class Trainer:
         per_call: int | None,
         jit: bool | str,
         columns: _Columns,
-    ) -> Callable[[CallbackList, int], tuple[np.ndarray, np.ndarray]]:
-        """Returns ``run(callbacks, epoch) -> (logs[steps, k], sizes[steps])`` for one epoch.
+    ) -> Callable[..., tuple[np.ndarray, np.ndarray]]:
+        """Returns ``run(callbacks, epoch, start, prior) -> (logs[steps, k], sizes[steps])``.
+
+        ``run`` trains one epoch from its step ``start`` (0, or the steps a
+        restored backup had done, whose logs and batch sizes are ``prior``)
+        and returns the whole epoch's step logs and batch sizes.
 
         Shuffled epochs copy their rows into the epoch's order a block of at
         most ``_loops.BLOCK_BYTES`` at a time, then train on the block in
@@ -805,25 +861,33 @@ class Trainer:
             for var, value in zip(state, saved, strict=True):
                 var.assign(value, read_value=False)
 
-        def run(callbacks: CallbackList, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        def run(
+            callbacks: CallbackList,
+            epoch: int,
+            start: int = 0,
+            prior: tuple[np.ndarray, np.ndarray] | None = None,
+        ) -> tuple[np.ndarray, np.ndarray]:
             order = call("permute", permute) if shuffled else no_order
             replay = callbacks.wants_batch_logs
-            chunks: list[np.ndarray] = []
+            chunks: list[np.ndarray] = [] if prior is None else [prior[0]]
 
             def record(first: int, rows: np.ndarray) -> None:
                 chunks.append(rows)
+                self._steps_done += len(rows)
                 if replay:
                     self._replay(callbacks, first, rows, columns, begin=not every_step)
 
-            stopped = False
-            for block_first in range(0, full, block):
+            pos, stopped, loaded = start, False, None
+            xs, ys = data.x, y
+            while pos < full and not stopped:
+                block_first = pos - pos % block
                 begin = min(block_first, full - block)  # the last block ends with the epoch
-                xs, ys = data.x, y
-                if gather is not None:
+                if gather is not None and loaded != begin:
                     xs, ys = call("gather", gather, data.x, y, order, tf.constant(begin))
+                    loaded = begin
                 block_end = min(block_first + block, full)
-                for first in range(block_first, block_end, per_call):
-                    pos, end = first, min(first + per_call, block_end)
+                while pos < block_end:
+                    end = self._chunk_end(pos, min(pos + per_call, block_end))
                     while pos < end:
                         if every_step:
                             callbacks.on_train_batch_begin(pos)
@@ -846,11 +910,10 @@ class Trainer:
                         run = (self._nonfinite_run if done == 1 else 0) + 1
                         self._check_run(epoch, pos + done - 1, run, columns)
                         pos += done
+                    self._step_save(epoch, pos, len(sizes), chunks, sizes)
                     if every_step and self.stop_training:
                         stopped = True  # one step per call: stop right after the step that asked
                         break
-                if stopped:
-                    break
             if not stopped and last is not None:
                 if every_step:
                     callbacks.on_train_batch_begin(full)
@@ -875,8 +938,8 @@ class Trainer:
         per_call: int | None,
         jit: bool | str,
         columns: _Columns,
-    ) -> Callable[[CallbackList, int], tuple[np.ndarray, np.ndarray]]:
-        """Returns ``run(callbacks, epoch) -> (logs[steps, k], sizes[steps])`` for one pass."""
+    ) -> Callable[..., tuple[np.ndarray, np.ndarray]]:
+        """Returns ``run(callbacks, epoch, start, prior)`` for one pass; see ``_array_epoch``."""
         step = self._step_function(variables, columns)
         dtype, flag, limit = self._log_dtype(), columns.flag, self._limit()
         known = data.steps
@@ -914,29 +977,42 @@ class Trainer:
         every_step = self._every_step
         dataset = data.dataset
 
-        def run(callbacks: CallbackList, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-            iterator = iter(dataset)
+        def run(
+            callbacks: CallbackList,
+            epoch: int,
+            start: int = 0,
+            prior: tuple[np.ndarray, np.ndarray] | None = None,
+        ) -> tuple[np.ndarray, np.ndarray]:
+            # A resumed epoch skips the batches it had done (same order for a dataset that
+            # does not reshuffle itself; see BackupAndRestore).
+            iterator = iter(dataset.skip(start) if start else dataset)
             replay = callbacks.wants_batch_logs
-            chunks, sizes, done = [], [], 0
+            chunks: list[np.ndarray] = [] if prior is None else [prior[0]]
+            sizes: list[np.ndarray] = [] if prior is None else [prior[1]]
+            done = start
             while known is None or done < known:
                 if every_step:  # (for a dataset of unknown length, also before its end)
                     callbacks.on_train_batch_begin(done)
+                count = self._chunk_end(done, done + per_call) - done
                 logs, batch_sizes, run_t, exhausted = loop(
-                    iterator, tf.constant(per_call), tf.constant(self._nonfinite_run)
+                    iterator, tf.constant(count), tf.constant(self._nonfinite_run)
                 )
                 rows = logs.numpy()
                 if len(rows):
                     chunks.append(rows)
-                    sizes.append(batch_sizes.numpy())
+                    sizes.append(batch_sizes.numpy().astype(np.float64))
+                    self._steps_done += len(rows)
                     if replay:
                         self._replay(callbacks, done, rows, columns, begin=not every_step)
                 done += len(rows)
                 self._check_run(epoch, done - 1, int(run_t), columns)
                 if bool(exhausted) or (every_step and self.stop_training):
                     break
+                if len(rows):
+                    self._step_save(epoch, done, known, chunks, sizes)
             if not chunks:
                 raise ValueError("`x` yielded no batches; the dataset is empty.")
-            return np.concatenate(chunks), np.concatenate(sizes).astype(np.float64)
+            return np.concatenate(chunks), np.concatenate(sizes)
 
         return run
 

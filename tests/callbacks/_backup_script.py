@@ -1,13 +1,17 @@
 """A run that BackupAndRestore keeps alive across SIGKILLs (driven by test_backup.py).
 
-Usage: ``python _backup_script.py BACKUP_DIR OUT_PREFIX [--slow] [--no-backup]``,
+Usage: ``python _backup_script.py BACKUP_DIR OUT_PREFIX [--slow] [--no-backup]
+[--every N]``,
 or ``python _backup_script.py --serve`` (see :func:`serve`). It fits an
 MLP for 6 epochs (batch 16, shuffling with a seed, Adam with a schedule behind
 gradient clipping, EarlyStopping with patience) with a BackupAndRestore on
 BACKUP_DIR, then writes the final variables to OUT_PREFIX.npz and the History
 to OUT_PREFIX.json. It prints a line to stdout at each point a test may want
 to kill it: ``epoch <e>`` when an epoch begins, ``save <e>`` when its backup
-starts; with ``--slow`` it sleeps at those points and inside the save's
+starts, ``save <e>:<s>`` when a backup ``s`` steps into epoch ``e`` starts
+(with ``--every N``: ``BackupAndRestore(save_every=N)``), and first
+``resumed <e>:<s>`` when it resumed from a backup taken ``s`` steps into
+epoch ``e``; with ``--slow`` it sleeps at those points and inside the save's
 atomic steps, widening the windows a kill can land in. ``--no-backup`` runs
 without BackupAndRestore (the uninterrupted reference). The environment
 variable BACKUP_INIT_SEED seeds the model's initial values (default 1).
@@ -46,13 +50,17 @@ def make_trainer(init_seed: int = 1) -> gf.Trainer:
     return gf.Trainer(gf.MLP((8,), seed=init_seed), gf.L2(), rule)
 
 
-def callbacks(directory: str | None) -> list[gf.Callback]:
-    backup = [] if directory is None else [gf.callbacks.BackupAndRestore(directory)]
+def callbacks(directory: str | None, save_every: str | int = "epoch") -> list[gf.Callback]:
+    backup = [] if directory is None else [gf.callbacks.BackupAndRestore(directory, save_every)]
     return [*backup, gf.EarlyStopping(monitor="loss", patience=1, min_delta=0.4)]
 
 
 def fit_kwargs() -> dict:
     return {"epochs": EPOCHS, "batch_size": 16, "shuffle": True, "seed": 0}
+
+
+def _steps(every: str) -> str | int:
+    return every if every == "epoch" else int(every)
 
 
 def say(text: str, slow: bool) -> None:
@@ -71,8 +79,18 @@ def main(argv: list[str]) -> None:
         saving._write_state,
     )
 
+    real_save_steps = backup_module.BackupAndRestore.save_steps
+
+    def save_steps(self, epoch, step, *args, **kwargs):
+        step_now[0] = step
+        try:
+            return real_save_steps(self, epoch, step, *args, **kwargs)
+        finally:
+            step_now[0] = None
+
     def write_checkpoint(*args, **kwargs):
-        say(f"save {epoch_now[0]}", slow)
+        at = "" if step_now[0] is None else f":{step_now[0]}"
+        say(f"save {epoch_now[0]}{at}", slow)
         return real_write(*args, **kwargs)
 
     def place(*args, **kwargs):
@@ -90,10 +108,18 @@ def main(argv: list[str]) -> None:
         place,
         write_state,
     )
+    backup_module.BackupAndRestore.save_steps = save_steps  # type: ignore[method-assign]
     assert backup_module.saving is saving
-    epoch_now = [-1]
+    epoch_now: list[int] = [-1]
+    step_now: list[int | None] = [None]
+    every = flags[flags.index("--every") + 1] if "--every" in flags else "epoch"
+    chosen = callbacks(None if "--no-backup" in flags else directory, _steps(every))
 
     def on_epoch_begin(epoch, logs=None):
+        backup = chosen[0]
+        first = epoch_now[0] == -1 and isinstance(backup, gf.callbacks.BackupAndRestore)
+        if first and backup.restored_step:
+            say(f"resumed {epoch}:{backup.restored_step}", slow)
         epoch_now[0] = epoch
         say(f"epoch {epoch}", slow)
 
@@ -102,10 +128,7 @@ def main(argv: list[str]) -> None:
     history = trainer.fit(
         x,
         y,
-        callbacks=[
-            *callbacks(None if "--no-backup" in flags else directory),
-            gf.LambdaCallback(on_epoch_begin=on_epoch_begin),
-        ],
+        callbacks=[*chosen, gf.LambdaCallback(on_epoch_begin=on_epoch_begin)],
         **fit_kwargs(),
     )
     np.savez(out + ".npz", *[var.numpy() for var in trainer.model.variables])

@@ -20,6 +20,7 @@ from gradfit.callbacks import BackupAndRestore
 from tests.callbacks import _backup_script as script
 
 SCRIPT = Path(script.__file__)
+KILLS = 12
 
 
 class CrashError(Exception):
@@ -98,6 +99,119 @@ def test_a_crashed_fit_resumes_bitwise_like_an_uninterrupted_run(tmp_path):
     assert stop.get_state()["best"] == ref_stop.get_state()["best"]
     assert stop.best_epoch == ref_stop.best_epoch
     assert not directory.exists()  # a finished run removes its backup
+
+
+class CrashAtStep(gf.Callback):
+    """Raises in the batch hook of the run's ``step``-th step (from 1)."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step, self.seen = step, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.step:
+            raise CrashError(f"crashed at step {batch} of the run's step {self.step}")
+
+
+class BatchLog(gf.Callback):
+    def __init__(self):
+        super().__init__()
+        self.rows = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.rows.append((self.epoch, batch, logs["loss"]))
+
+
+def ragged_data():
+    x, y = script.data()
+    extra = np.random.default_rng(1).normal(size=(6, 3)).astype(np.float32)
+    return np.concatenate([x, extra]), np.concatenate([y, extra @ [1.0, -2.0, 0.5]]).astype(
+        np.float32
+    )  # 4 batches of 16 and a ragged 6
+
+
+@pytest.mark.parametrize(
+    ("save_every", "crash_step", "restored", "ragged", "per_call"),
+    [
+        (3, 11, (1, 1), False, None),  # saved after run steps 3, 6, 9 = epoch 2 step 1
+        (5, 8, (0, 1), False, None),  # saved after step 5: epoch 1 step 1
+        (2, 14, (1, 2), True, None),  # 5 steps an epoch: saved after step 12 = epoch 2 step 2
+        (4, 9, (0, 3), True, 3),  # saved after steps 4 (before epoch 0's ragged one) and 8
+        (2, 3, (None, 2), False, None),  # saved inside the first epoch
+        (3, 2, (None, 0), False, None),  # crashed before the first save: starts afresh
+    ],
+)
+def test_a_fit_crashed_mid_epoch_resumes_bitwise_from_its_step_save(
+    tmp_path, save_every, crash_step, restored, ragged, per_call
+):
+    x, y = ragged_data() if ragged else script.data()
+    kwargs = {**script.fit_kwargs()}
+    directory = tmp_path / "backup"
+
+    def trainer(init_seed):
+        made = script.make_trainer(init_seed=init_seed)
+        made.steps_per_execution = per_call
+        return made
+
+    reference = trainer(1)
+    ref_log = BatchLog()
+    ref_history = reference.fit(x, y, callbacks=[early_stopping(), ref_log], **kwargs)
+
+    crashed = trainer(1)
+    with pytest.raises(CrashError):
+        crashed.fit(
+            x,
+            y,
+            callbacks=[
+                BackupAndRestore(directory, save_every=save_every),
+                early_stopping(),
+                CrashAtStep(crash_step),
+            ],
+            **kwargs,
+        )
+
+    # A fresh trainer with other initial values: a backup supplies everything.
+    fresh_start = restored == (None, 0)
+    assert (directory / "checkpoint").exists() != fresh_start
+    resumed = trainer(1 if fresh_start else 2)
+    log = BatchLog()
+    seen, record = epochs_seen()
+    backup = BackupAndRestore(directory, save_every=save_every)
+    history = resumed.fit(x, y, callbacks=[backup, early_stopping(), log, record], **kwargs)
+    last_epoch, step = restored
+    assert (backup.restored_epoch, backup.restored_step) == (last_epoch, step)
+    first = 0 if last_epoch is None else last_epoch + 1
+    assert seen == list(range(first, len(ref_history.epoch)))
+    # The resumed epoch's batch hooks start after the steps done, with the same losses.
+    assert log.rows == [row for row in ref_log.rows if (row[0], row[1]) >= (first, step)]
+    assert history.history == ref_history.history  # floats compared exactly
+    assert_bitwise(variables(resumed), variables(reference))
+    assert int(resumed.update_rule.iterations) == int(reference.update_rule.iterations)
+    assert not directory.exists()
+
+
+def test_a_dataset_fit_resumes_mid_epoch_from_its_step_save(tmp_path):
+    x, y = script.data()
+    dataset = tf.data.Dataset.from_tensor_slices((x, y[:, None])).batch(16)
+    directory = tmp_path / "backup"
+    reference = script.make_trainer(1)
+    ref_history = reference.fit(dataset, epochs=3)
+    with pytest.raises(CrashError):
+        script.make_trainer(1).fit(
+            dataset,
+            epochs=3,
+            callbacks=[BackupAndRestore(directory, save_every=3), CrashAtStep(8)],
+        )
+    resumed = script.make_trainer(2)
+    backup = BackupAndRestore(directory, save_every=3)
+    history = resumed.fit(dataset, epochs=3, callbacks=[backup])
+    assert (backup.restored_epoch, backup.restored_step) == (0, 2)  # saved after step 6
+    assert history.history == ref_history.history
+    assert_bitwise(variables(resumed), variables(reference))
 
 
 def test_a_resumed_early_stop_does_not_train_again_and_a_seed_is_overridden(tmp_path):
@@ -191,8 +305,13 @@ def test_mismatched_callbacks_and_bad_arguments_are_clear_errors(tmp_path):
     assert_bitwise(variables(trainer), before)  # checked before anything was restored
     assert (directory / "checkpoint").exists()
 
-    with pytest.raises(NotImplementedError, match="save_every"):
-        BackupAndRestore(directory, save_every=10)
+    assert BackupAndRestore(directory, save_every=np.int64(10)).save_every == 10
+    with pytest.raises(TypeError, match="save_every"):
+        BackupAndRestore(directory, save_every=True)
+    with pytest.raises(TypeError, match="save_every"):
+        BackupAndRestore(directory, save_every=2.5)
+    with pytest.raises(ValueError, match="save_every"):
+        BackupAndRestore(directory, save_every=-3)
     with pytest.raises(ValueError, match="save_every"):
         BackupAndRestore(directory, save_every="batch")
     with pytest.raises(ValueError, match="save_every"):
@@ -285,16 +404,19 @@ def test_runs_killed_at_random_moments_resume_bitwise(tmp_path):
 
         kills, finished, trial = [], 0, 0
         directory = tmp_path / "backup"
-        while len(kills) < 12 or (directory / "checkpoint").exists():
+        # Each attempt backs up every epoch, or also every 3 or 2 steps (4 steps an epoch),
+        # whatever the backup it resumes from was saved with.
+        modes = [[], ["--every", "3"], ["--every", "2"]]
+        while len(kills) < KILLS or (directory / "checkpoint").exists():
             # Half the runs sleep at each marker and inside the save's atomic steps.
             slow = trial % 2 == 1
+            flags = [*(["--slow"] if slow else []), *modes[trial % len(modes)]]
             trial += 1
-            flags = ["--slow"] if slow else []
             resuming = (directory / "checkpoint").exists()
             out = tmp_path / f"out{trial}"
             kill = None
-            if len(kills) < 12:
-                kill = (rng.randrange(0, 6), rng.uniform(0, 0.12 if slow else 0.01))
+            if len(kills) < KILLS:
+                kill = (rng.randrange(0, 12), rng.uniform(0, 0.12 if slow else 0.01))
             code, lines = server.run(
                 directory, out, *flags, init_seed=2 if resuming else 1, kill=kill
             )
@@ -310,8 +432,12 @@ def test_runs_killed_at_random_moments_resume_bitwise(tmp_path):
     finally:
         server.close()
     print(f"{len(kills)} kills, {finished} finished runs, all bitwise equal: {kills}")
-    assert len(kills) >= 10 and finished >= 1
-    # Kills inside a save: the last line printed was "save e" (the next epoch never began).
-    assert sum(bool(k) and k[-1].startswith("save") for k in kills) >= 2, kills
-    # Killed processes that had resumed from a backup (their first line is a later epoch).
+    assert len(kills) >= KILLS and finished >= 1
+    # Kills inside a save: the last line printed was "save e" or "save e:s" (mid-epoch).
+    in_saves = [k[-1] for k in kills if k and k[-1].startswith("save")]
+    assert len(in_saves) >= 3, kills
+    assert any(":" in line for line in in_saves), kills
+    # Killed processes that had resumed from a backup (their first line is a later epoch),
+    # and ones that had resumed from a mid-epoch backup.
     assert any(k and k[0] not in ("epoch 0", "save 0") for k in kills), kills
+    assert any(k and k[0].startswith("resumed") for k in kills), kills

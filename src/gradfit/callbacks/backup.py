@@ -1,9 +1,10 @@
-"""BackupAndRestore: a run killed at any moment resumes bit for bit from its last epoch."""
+"""BackupAndRestore: a run killed at any moment resumes bit for bit from its last save."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import glob
 import json
 import logging
@@ -24,7 +25,31 @@ logger = logging.getLogger("gradfit")
 _PREFIX = "backup"
 """The checkpoint's prefix inside the backup directory."""
 
-_FORMAT = 1
+_FORMAT = 2
+_READS = (1, 2)  # format 1 (gradfit 0.1) had no mid-epoch fields
+
+
+@dataclasses.dataclass(frozen=True)
+class Resume:
+    """Where a restored backup lets a fit carry on (returned by :meth:`BackupAndRestore.resume`).
+
+    Attributes:
+        epoch: The first epoch to train.
+        logs: The logs of the last finished epoch (``{}`` when none finished).
+        steps_done: Steps the run had trained, over all its epochs.
+        step: Steps of ``epoch`` already done (0 unless saved mid-epoch).
+        step_logs: Those steps' logs, as the trainer records them.
+        step_sizes: Their batch sizes.
+        generator_state: The shuffling generator's state when ``epoch`` began.
+    """
+
+    epoch: int
+    logs: Logs
+    steps_done: int = 0
+    step: int = 0
+    step_logs: np.ndarray | None = None
+    step_sizes: np.ndarray | None = None
+    generator_state: np.ndarray | None = None
 
 
 def _stateful(callback: Any) -> bool:
@@ -77,14 +102,19 @@ class _State(tf.Module):
 
 
 class BackupAndRestore(Callback):
-    """Backs a run up every epoch so that a fit killed at any moment resumes exactly.
+    """Backs a run up so that a fit killed at any moment resumes exactly.
 
-    At the end of every epoch it saves, atomically, everything the run needs
+    At the end of every epoch (and, with ``save_every=n``, after every
+    ``n`` training steps) it saves, atomically, everything the run needs
     to continue: the model's variables, the update rule's state (slots,
     ``iterations``, learning rate, transforms' accumulators), the trainer's
-    shuffling generator, the number of epochs done, the History so far and
-    the state of every callback that has ``get_state``/``set_state``
-    (``EarlyStopping``, ``ReduceLROnPlateau``, ``ModelCheckpoint``, ...).
+    shuffling generator, the number of epochs and steps done, the History
+    so far and the state of every callback that has ``get_state``/
+    ``set_state`` (``EarlyStopping``, ``ReduceLROnPlateau``,
+    ``ModelCheckpoint``, ...). A mid-epoch save also holds the epoch's step
+    logs so far and the generator's state when the epoch began, so the
+    resumed epoch visits the same examples in the same order, skips the
+    steps already done, and logs the same epoch means.
     The tensors go in a ``tf.train.Checkpoint`` and the rest in a JSON
     document held by a ``tf.string`` variable of the same checkpoint, so one
     atomic write (:func:`gradfit.saving.write_checkpoint`, through the
@@ -92,8 +122,10 @@ class BackupAndRestore(Callback):
     save leaves the previous backup, or the new one, never a mix.
 
     The next ``fit`` given a ``BackupAndRestore`` on the same directory
-    restores the backup and carries on with the next epoch. Epoch hooks
-    fire only for the epochs this process trains; the returned History
+    restores the backup and carries on where it stopped: with the next
+    epoch, or, from a mid-epoch save, with the next step of that epoch.
+    Epoch hooks fire only for the epochs this process trains (a resumed
+    partial epoch gets its ``on_epoch_begin`` again); the returned History
     holds every epoch, and variables and History are bitwise those of a
     run that never stopped, provided the resumed ``fit`` gets the same
     data and arguments (``epochs`` included: it chooses whether XLA
@@ -104,8 +136,14 @@ class BackupAndRestore(Callback):
     attempt is safe.
 
     Exactness covers in-memory data, shuffled by the trainer's generator. A
-    ``tf.data.Dataset`` input is iterated afresh each epoch, so a pipeline
-    that reshuffles itself every iteration restarts its own order on resume.
+    ``tf.data.Dataset`` input is iterated afresh each epoch (a resumed
+    partial epoch skips the batches done), so a pipeline that reshuffles
+    itself every iteration restarts its own order on resume.
+
+    Saving every ``n`` steps splits the compiled loop's calls at those
+    steps (a call runs at most ``n`` steps) and writes a checkpoint each
+    time; pick ``n`` so that a save (milliseconds for small models) is rare
+    next to ``n`` steps of training.
     A ``CSVLogger`` should use ``append=True`` in a run that may resume.
 
     A run that finishes (all epochs, or stopped by a callback) removes its
@@ -120,15 +158,15 @@ class BackupAndRestore(Callback):
     Args:
         directory: The backup's directory (created when first needed). Use
             one directory per run.
-        save_every: ``"epoch"`` (the only supported value for now): save at
-            the end of every epoch. Saving every ``n`` steps is not
-            implemented yet and raises ``NotImplementedError``.
+        save_every: ``"epoch"`` saves at the end of every epoch; a positive
+            int ``n`` also saves after every ``n`` training steps (counted
+            over the whole run).
 
     Example::
 
-        backup = gf.callbacks.BackupAndRestore("run/backup")
+        backup = gf.callbacks.BackupAndRestore("run/backup", save_every=1000)
         trainer.fit(x, y, epochs=100, batch_size=32, seed=0, callbacks=[backup])
-        # killed? run the same script again: it resumes after the last epoch saved.
+        # killed? run the same script again: it resumes after the last save.
     """
 
     def __init__(self, directory: str | os.PathLike[str], save_every: str | int = "epoch") -> None:
@@ -143,25 +181,24 @@ class BackupAndRestore(Callback):
             raise ValueError(
                 f"`directory` must be a non-empty path. {v.received('directory', directory)}"
             )
-        if isinstance(save_every, int) and not isinstance(save_every, bool):
+        if isinstance(save_every, int | np.integer) and not isinstance(save_every, bool | np.bool_):
             if save_every < 1:
                 raise ValueError(
                     "`save_every` must be 'epoch' or a positive number of steps. "
                     f"{v.received('save_every', save_every)}"
                 )
-            raise NotImplementedError(
-                "BackupAndRestore(save_every=<steps>) is not implemented yet: backups are "
-                "saved at the end of every epoch only (save_every='epoch'). Received: "
-                f"save_every={save_every!r}"
-            )
-        if save_every != "epoch":
+            save_every = int(save_every)
+        elif save_every != "epoch" or not isinstance(save_every, str):
             raise (ValueError if isinstance(save_every, str) else TypeError)(
-                "`save_every` must be 'epoch'. " + v.received("save_every", save_every)
+                "`save_every` must be 'epoch' or a positive number of steps. "
+                + v.received("save_every", save_every)
             )
         self.directory = text
         self.save_every = save_every
         self.restored_epoch: int | None = None
-        """The last epoch the restored backup held (``None`` when the fit started fresh)."""
+        """The last whole epoch the restored backup held (``None``: none, or no backup)."""
+        self.restored_step = 0
+        """Steps of the epoch after ``restored_epoch`` that the restored backup held."""
         self._pending: dict[str, Any] | None = None
         self._checkpoint: tf.train.Checkpoint | None = None
         self._state: _State | None = None
@@ -214,6 +251,7 @@ class BackupAndRestore(Callback):
         callbacks it was saved with) before any variable is assigned.
         """
         self.restored_epoch = None
+        self.restored_step = 0
         self._pending = None
         self._checkpoint = self._make_checkpoint()
         latest = self._latest()
@@ -227,10 +265,11 @@ class BackupAndRestore(Callback):
                 f"empty directory for the backup. {v.received('directory', self.directory)}"
             )
         document = json.loads(reader.get_tensor(key).decode("utf-8"))
-        if document.get("format") != _FORMAT:
+        if document.get("format") not in _READS:
             raise ValueError(
                 f"The backup in `directory` has format {document.get('format')!r}; this "
-                f"gradfit reads format {_FORMAT}. {v.received('directory', self.directory)}"
+                f"gradfit reads formats {list(_READS)}. "
+                f"{v.received('directory', self.directory)}"
             )
         names = [type(cb).__qualname__ for cb in self._others]
         saved = [entry["type"] for entry in document["callbacks"]]
@@ -249,42 +288,54 @@ class BackupAndRestore(Callback):
         )
         saving._read(self._checkpoint, latest, self.directory)
         self._pending = document
-        logger.info("BackupAndRestore: restored %s (epoch %d done).", latest, document["epoch"])
+        logger.info(
+            "BackupAndRestore: restored %s (epoch %d done, then %d steps).",
+            latest,
+            document["epoch"],
+            document.get("step", 0),
+        )
 
-    def resume(self) -> tuple[int, Logs]:
+    def resume(self) -> Resume | None:
         """Finishes a restore after every ``on_train_begin`` ran (the Trainer calls it).
 
         Restores the other callbacks' states (their ``on_train_begin``
         reset them), pre-fills the History and the trainer's counters.
 
         Returns:
-            The first epoch to train and the logs of the last epoch done
-            (``(0, {})`` when there was no backup).
+            Where to carry on, or ``None`` when there was no backup.
         """
         document, self._pending = self._pending, None
         history = self._history
         if document is None or self.trainer is None or history is None:
-            return 0, {}
+            return None
         for cb, entry in zip(self._others, document["callbacks"], strict=True):
             cb.set_state(_decode(entry["state"]))
         history.history = {k: list(values) for k, values in document["history"].items()}
         history.epoch = [int(e) for e in document["history_epochs"]]
         trainer = self.trainer
         trainer._nonfinite_run = int(document["nonfinite_run"])
-        epoch = int(document["epoch"])
-        self.restored_epoch = epoch
+        epoch = int(document["epoch"])  # the last whole epoch (-1: none yet)
+        step = int(document.get("step", 0))
+        self.restored_epoch = epoch if epoch >= 0 else None
+        self.restored_step = step
         last = {k: values[-1] for k, values in history.history.items() if values}
+        steps_done = int(document.get("steps_done", 0))
         if document["stop_training"]:
             trainer.stop_training = True
-            return max(epoch + 1, int(self.params.get("epochs", 0))), last
-        return epoch + 1, last
+            return Resume(max(epoch + 1, int(self.params.get("epochs", 0))), last, steps_done)
+        if not step:
+            return Resume(epoch + 1, last, steps_done)
+        return Resume(
+            epoch + 1,
+            last,
+            steps_done,
+            step=step,
+            step_logs=_decode(document["step_logs"]),
+            step_sizes=_decode(document["step_sizes"]),
+            generator_state=_decode(document["generator_state"]),
+        )
 
-    def save(self, epoch: int) -> None:
-        """Saves the backup after epoch ``epoch`` (the Trainer calls it after ``on_epoch_end``).
-
-        It runs after every callback's ``on_epoch_end`` and the History's
-        record of the epoch, so the saved states include that epoch.
-        """
+    def _write(self, epoch: int, steps_done: int, extra: dict[str, Any]) -> None:
         trainer = self.trainer
         if trainer is None or self._checkpoint is None or self._state is None:
             return
@@ -292,6 +343,7 @@ class BackupAndRestore(Callback):
         document = {
             "format": _FORMAT,
             "epoch": int(epoch),
+            "steps_done": int(steps_done),
             "stop_training": bool(trainer.stop_training),
             "nonfinite_run": int(trainer._nonfinite_run),
             "history": {} if history is None else history.history,
@@ -300,9 +352,53 @@ class BackupAndRestore(Callback):
                 {"type": type(cb).__qualname__, "state": _encode(cb.get_state())}
                 for cb in self._others
             ],
+            **extra,
         }
         self._state.json.assign(json.dumps(document, allow_nan=True))
         saving.write_checkpoint(self._checkpoint, self._prefix, update_latest=True)
+
+    def save(self, epoch: int, *, steps_done: int = 0) -> None:
+        """Saves the backup after epoch ``epoch`` (the Trainer calls it after ``on_epoch_end``).
+
+        It runs after every callback's ``on_epoch_end`` and the History's
+        record of the epoch, so the saved states include that epoch.
+
+        Args:
+            epoch: The epoch just finished.
+            steps_done: Steps trained in the run so far.
+        """
+        self._write(epoch, steps_done, {})
+
+    def save_steps(
+        self,
+        epoch: int,
+        step: int,
+        logs: np.ndarray,
+        sizes: np.ndarray,
+        *,
+        generator_state: np.ndarray,
+        steps_done: int,
+    ) -> None:
+        """Saves the backup ``step`` steps into ``epoch`` (the Trainer calls it).
+
+        Args:
+            epoch: The epoch in progress.
+            step: Its steps done (their batch hooks have run).
+            logs: Those steps' logs, one row per step.
+            sizes: Their batch sizes.
+            generator_state: The shuffling generator's state when the epoch began.
+            steps_done: Steps trained in the run so far.
+        """
+        self._write(
+            epoch - 1,
+            steps_done,
+            {
+                "step": int(step),
+                "step_logs": _encode(np.asarray(logs)),
+                "step_sizes": _encode(np.asarray(sizes)),
+                "generator_state": _encode(np.asarray(generator_state)),
+            },
+        )
 
     def on_train_end(self, logs: Logs | None = None) -> None:
         """The run finished: removes the backup."""
