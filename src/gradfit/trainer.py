@@ -166,10 +166,13 @@ class Trainer:
             without XLA.
         steps_per_execution: Training steps per call of the compiled loop;
             ``None`` (the default) runs a whole epoch per call, so a Python
-            round trip is paid per epoch, not per step. Batch callbacks still
-            see every step, replayed after the call with its true step
-            number. A callback whose ``requires_every_step`` is true gets one
-            step per call instead.
+            round trip is paid per epoch, not per step (shuffled in-memory
+            data is copied into the epoch's order 16 MiB at a time, and a call
+            runs at most one such block). Batch callbacks still see every
+            step, replayed after the call with its true step number. A
+            callback whose ``requires_every_step`` is true gets one step per
+            call instead; a ``BackupAndRestore(save_every=n)`` ends calls
+            at its saves.
         on_nonfinite: What a step whose loss or gradient holds NaN or
             infinity does; it is checked in-graph every step and such an
             update never reaches the variables. ``"raise"`` (the default)
@@ -238,6 +241,7 @@ class Trainer:
         self._step_backups: list[BackupAndRestore] = []
         self._steps_done = 0  # steps trained in this run, across epochs and resumes
         self._epoch_generator_state: np.ndarray | None = None
+        self._step_log_width = 0
         self._probed: dict[Any, int | None] = {}  # probed data specs -> predictions' width
 
     # -- public API ------------------------------------------------------
@@ -339,6 +343,7 @@ class Trainer:
         for backup in backups:
             backup.bind(callback_list.callbacks, history)
         # Backups saved every n steps: chunks of the loop end at those steps (see _chunk_end).
+        self._step_log_width = columns.width  # a mid-epoch backup's logs must have it
         self._step_backups = [b for b in backups if isinstance(b.save_every, int)]
         self._save_periods = sorted({int(b.save_every) for b in self._step_backups})
         callback_list.on_train_begin()
@@ -770,7 +775,15 @@ class Trainer:
         dtype, flag = self._log_dtype(), columns.flag
         # With a non-finite check, each call also returns the values every variable a step
         # may change had before the call, to roll back to (see `run`).
-        state = self._state() if flag is not None else []
+        # (The rule's and optimizer's state follows from the trainable variables it was
+        # built for, so it is looked up once per set of them: a walk of the modules.)
+        state = (
+            self._cached(
+                ("state", self._identity(), tuple(id(var) for var in variables)), self._state
+            )
+            if flag is not None
+            else []
+        )
         key = (
             "train",
             data.x.shape,
@@ -844,7 +857,8 @@ class Trainer:
         sizes = np.full(full + (1 if rest else 0), size, np.float64)
         sizes[full:] = rest
         every_step = self._every_step
-        calls: dict[str, Any] = {}  # concrete functions: a quicker call than the tf.function
+        # Concrete functions, kept across fits: a quicker call than the tf.function's.
+        calls: dict[str, Any] = self._cached((*key, "concrete", jit), dict)
 
         def call(name: str, compiled: Any, *args: Any) -> Any:
             fn = calls.get(name)

@@ -194,6 +194,32 @@ def test_a_fit_crashed_mid_epoch_resumes_bitwise_from_its_step_save(
     assert not directory.exists()
 
 
+def test_a_mid_epoch_backup_refuses_a_fit_of_another_shape(tmp_path):
+    x, y = script.data()
+    directory = tmp_path / "backup"
+    with pytest.raises(CrashError):  # saved 3 steps into epoch 0 (4 steps of 16 an epoch)
+        script.make_trainer(1).fit(
+            x,
+            y,
+            epochs=2,
+            batch_size=16,
+            callbacks=[BackupAndRestore(directory, save_every=3), CrashAtStep(4)],
+        )
+    trainer = script.make_trainer(2)
+    trainer.fit(x[:16], y[:16], epochs=1, batch_size=16)  # build the model and the rule
+    before = variables(trainer)
+    with pytest.raises(ValueError, match=r"3 steps into an epoch.*2 steps per epoch"):
+        trainer.fit(
+            x, y, epochs=2, batch_size=32, callbacks=[BackupAndRestore(directory, save_every=3)]
+        )
+    with pytest.raises(ValueError, match="logs 3 values per step"):
+        gf.Trainer(trainer.model, gf.L2(), trainer.update_rule, metrics=[gf.L1()]).fit(
+            x, y, epochs=2, batch_size=16, callbacks=[BackupAndRestore(directory, save_every=3)]
+        )
+    assert_bitwise(variables(trainer), before)  # refused before anything was restored
+    assert (directory / "checkpoint").exists()
+
+
 def test_a_dataset_fit_resumes_mid_epoch_from_its_step_save(tmp_path):
     x, y = script.data()
     dataset = tf.data.Dataset.from_tensor_slices((x, y[:, None])).batch(16)

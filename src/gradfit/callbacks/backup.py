@@ -279,6 +279,7 @@ class BackupAndRestore(Callback):
                 f"this fit has {names}; pass the same callbacks to resume, or remove the "
                 f"backup to start afresh. {v.received('directory', self.directory)}"
             )
+        self._check_steps(document)
         keep = ("model/", "update_rule/", "generator/", "backup/")
         saving._check_layout(
             saving._layout(reader, keep),
@@ -294,6 +295,24 @@ class BackupAndRestore(Callback):
             document["epoch"],
             document.get("step", 0),
         )
+
+    def _check_steps(self, document: dict[str, Any]) -> None:
+        """A mid-epoch backup must come from a fit of the same shape (steps, logs per step)."""
+        step = int(document.get("step", 0))
+        if not step:
+            return
+        steps = self.params.get("steps")
+        width = getattr(self.trainer, "_step_log_width", None)
+        saved = _decode(document["step_logs"])
+        saved_width = saved.shape[1] if saved.ndim == 2 else None
+        if (steps is not None and step >= steps) or (width and saved_width != width):
+            raise ValueError(
+                f"The backup in `directory` was saved {step} steps into an epoch, with "
+                f"{saved_width} values logged per step; this fit has {steps} steps per epoch "
+                f"and logs {width} values per step. Resume with the same data, batch_size, "
+                "metrics and callbacks, or remove the backup to start afresh. "
+                f"{v.received('directory', self.directory)}"
+            )
 
     def resume(self) -> Resume | None:
         """Finishes a restore after every ``on_train_begin`` ran (the Trainer calls it).
