@@ -56,8 +56,16 @@ class StepLog(Callback):
 @pytest.mark.parametrize(
     "make_rule", [sgd, adam, keras_adam], ids=["sgd-momentum", "adam", "keras-adam"]
 )
-@pytest.mark.parametrize("shuffle", [False, True], ids=["ordered", "shuffled"])
-def test_fused_loop_is_bitwise_equal_to_one_step_per_call_without_xla(make_rule, shuffle):
+@pytest.mark.parametrize(
+    ("shuffle", "in_loop"),
+    [(False, False), (True, False), (True, True)],
+    ids=["ordered", "shuffled-blocks", "shuffled-in-loop"],
+)
+def test_fused_loop_is_bitwise_equal_to_one_step_per_call_without_xla(
+    monkeypatch, make_rule, shuffle, in_loop
+):
+    if in_loop:  # gather each shuffled batch inside the loop (as for big batches)
+        monkeypatch.setattr(gf._loops, "GATHER_IN_LOOP_BYTES", 1)
     fused_log, single_log = StepLog(), StepLog()
     fused, fused_vars, fused_hist = fit(make_rule(), shuffle=shuffle, callbacks=[fused_log])
     single, single_vars, single_hist = fit(
@@ -86,6 +94,15 @@ def test_fused_loop_under_xla_matches_one_step_per_call(make_rule):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
+def test_shuffled_batches_gathered_in_the_loop_under_xla_match_blocks(monkeypatch):
+    _, blocks, block_hist = fit(adam(), jit=True)
+    monkeypatch.setattr(gf._loops, "GATHER_IN_LOOP_BYTES", 1)
+    _, in_loop, hist = fit(adam(), jit=True)
+    for a, b in zip(blocks, in_loop, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(hist.history["loss"], block_hist.history["loss"], rtol=1e-6)
+
+
 def test_steps_per_execution_chunks_agree_and_never_retrace():
     _, reference, ref_hist = fit(sgd(), per_call=1)
     trainer, chunked, hist = fit(sgd(), per_call=4)  # chunks of 4 and 1, then the ragged step
@@ -110,9 +127,11 @@ def test_shuffled_blocks_give_what_one_block_gives(monkeypatch, block_bytes, per
     assert trainer.train_function.experimental_get_tracing_count() == 1
 
 
-@pytest.mark.parametrize("block_bytes", [None, 512])
+@pytest.mark.parametrize("block_bytes", [None, 512, "in-loop"])
 def test_shuffled_batches_follow_the_generator_permutation(monkeypatch, block_bytes):
-    if block_bytes is not None:
+    if block_bytes == "in-loop":
+        monkeypatch.setattr(gf._loops, "GATHER_IN_LOOP_BYTES", 1)
+    elif block_bytes is not None:
         monkeypatch.setattr(gf._loops, "BLOCK_BYTES", block_bytes)
     # With W = b = 0 and lr = 0, each step's loss is the mean of its targets squared.
     trainer = gf.Trainer(gf.LinearModel(weight_init=0.0, bias_init=0.0), gf.L2(), gf.SGD(0.0))

@@ -769,7 +769,10 @@ class Trainer:
         row_bytes = sum(
             int(np.prod(t.shape[1:], dtype=np.int64)) * t.dtype.size for t in (data.x, y)
         )
-        block = _loops.block_steps(size, row_bytes, full) if shuffled else full
+        # Small shuffled batches are copied into the epoch's order a block at a time, big
+        # ones gathered inside the loop (see _loops.GATHER_IN_LOOP_BYTES).
+        in_loop = shuffled and size * row_bytes >= _loops.GATHER_IN_LOOP_BYTES
+        block = _loops.block_steps(size, row_bytes, full) if shuffled and not in_loop else full
         per_call = min(per_call or block, block)
         step = self._step_function(variables, columns, guarded=False)
         dtype, flag = self._log_dtype(), columns.flag
@@ -786,6 +789,7 @@ class Trainer:
         )
         key = (
             "train",
+            in_loop,
             data.x.shape,
             data.x.dtype,
             data.y_spec,
@@ -816,7 +820,7 @@ class Trainer:
             lambda jit: tf.function(
                 keeping_state(
                     # logs rows per call: the most steps one call runs
-                    _loops.array_loop(step, size, per_call, columns.width, dtype)
+                    _loops.array_loop(step, size, per_call, columns.width, dtype, gather=in_loop)
                 ),
                 jit_compile=jit,
             ),
@@ -824,7 +828,7 @@ class Trainer:
             jit,
         )
         gather = None
-        if shuffled:
+        if shuffled and not in_loop:
             gather = self._compiled(
                 (*key, "gather"),
                 lambda jit: tf.function(_loops.gather_block(size, block), jit_compile=jit),
@@ -866,9 +870,9 @@ class Trainer:
                 fn = calls[name] = compiled.get_concrete_function(*args)
             return fn(*args)
 
-        def train(xs: tf.Tensor, ys: tf.Tensor, first: int, count: int) -> Any:
+        def train(xs: tf.Tensor, ys: tf.Tensor, rows: tf.Tensor, first: int, count: int) -> Any:
             """Steps ``first...first + count - 1`` of the block ``(xs, ys)``: (logs, saved)."""
-            result = call("loop", loop, xs, ys, tf.constant(first), tf.constant(count))
+            result = call("loop", loop, xs, ys, rows, tf.constant(first), tf.constant(count))
             return result if state else (result, [])
 
         def roll_back(saved: list[tf.Tensor]) -> None:
@@ -882,6 +886,7 @@ class Trainer:
             prior: tuple[np.ndarray, np.ndarray] | None = None,
         ) -> tuple[np.ndarray, np.ndarray]:
             order = call("permute", permute) if shuffled else no_order
+            rows_order = order if in_loop else no_order  # what the loop gathers rows by
             replay = callbacks.wants_batch_logs
             chunks: list[np.ndarray] = [] if prior is None else [prior[0]]
 
@@ -905,7 +910,7 @@ class Trainer:
                     while pos < end:
                         if every_step:
                             callbacks.on_train_batch_begin(pos)
-                        logs, saved = train(xs, ys, pos - begin, end - pos)
+                        logs, saved = train(xs, ys, rows_order, pos - begin, end - pos)
                         rows = logs.numpy()[: end - pos]
                         flagged: Any = np.flatnonzero(rows[:, flag] > 0) if flag is not None else ()
                         if len(flagged) == 0:
@@ -919,7 +924,7 @@ class Trainer:
                         rows = rows[:done]
                         roll_back(saved)
                         if done > 1:
-                            train(xs, ys, pos - begin, done - 1)
+                            train(xs, ys, rows_order, pos - begin, done - 1)
                         record(pos, rows)
                         run = (self._nonfinite_run if done == 1 else 0) + 1
                         self._check_run(epoch, pos + done - 1, run, columns)
