@@ -4,10 +4,11 @@ Everything runs in one process, one configuration after another, on the
 same data, so the ratios printed at the end compare like with like. Each
 configuration is timed over a run of ``EPOCHS`` epochs after a warm-up run
 (tracing and XLA compilation excluded; per-fit costs such as input
-validation included, spread over the epochs), and the best of ``--repeats``
-runs is kept: the minimum is the figure least disturbed by a noisy, shared
-machine. Every configuration runs the same whole batches (the ragged
-remainder is dropped). The floor neither shuffles nor checks each step for
+validation included, spread over the epochs), and the best of at least
+``--repeats`` runs (and of a second's worth of runs, for short ones) is
+kept: the minimum is the figure least disturbed by a noisy, shared machine.
+Every configuration runs the same whole batches (the ragged remainder is
+dropped). The floor neither shuffles nor checks each step for
 non-finite values, so gradfit is also timed doing exactly the floor's work
 (``shuffle=False, on_nonfinite="ignore"``); a second floor shuffles every
 epoch the cheapest way a hand-written loop can (``tf.random.shuffle``, one
@@ -59,10 +60,16 @@ SHUFFLED_FLOOR = "floor, shuffled (tf.random.shuffle + gather per epoch)"
 
 
 def best_time(run: Callable[[], None], repeats: int) -> float:
-    """Seconds for one call of ``run``: one warm-up call, then the best of ``repeats``."""
+    """Seconds for one call of ``run``: one warm-up call, then the best of the timed calls.
+
+    Calls are timed at least ``repeats`` times and, for short calls, until
+    about a second has been spent (at most 200 calls), so that a few-millisecond
+    fit gets as many chances to dodge the shared machine's noise as the
+    floor it is compared with.
+    """
     run()
-    times = []
-    for _ in range(repeats):
+    times: list[float] = []
+    while len(times) < repeats or (sum(times) < 1.0 and len(times) < 200):
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
@@ -310,8 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Run on {datetime.date.today().isoformat()} with `python benchmarks/bench_fit.py"
         f"{' --quick' if args.quick else ''}`: {platform.machine()}, {os.cpu_count()} cores, "
         f"{device}, Python {platform.python_version()}, TensorFlow {tf.__version__}, "
-        f"Keras {keras.__version__}, gradfit {gf.__version__}. Best of {args.repeats} epochs "
-        "after a warm-up epoch; ratios are within this one run.",
+        f"Keras {keras.__version__}, gradfit {gf.__version__}. Best of at least "
+        f"{args.repeats} runs (and of a second's worth) of {EPOCHS} epochs, after a warm-up "
+        "run; ratios are within this one run.",
         "",
     ]
     lines = list(header)

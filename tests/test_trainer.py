@@ -248,6 +248,30 @@ def test_predict_and_evaluate_batching_agree_with_whole_batch():
     assert trainer.evaluate(x, y, batch_size=6)["loss"] == pytest.approx(expected, rel=1e-5)
 
 
+def test_evaluate_runs_all_batches_in_one_compiled_call_with_exact_weighted_means():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(27, 3)).astype(np.float32)  # 4 batches of 6 and a ragged 3
+    y = rng.normal(size=(27, 1)).astype(np.float32)
+    model = gf.MLP((5,), seed=2)
+    trainer = gf.Trainer(model, gf.L2(), metrics={"mae": gf.L1()}, jit_compile=False)
+    got = trainer.evaluate(x, y, batch_size=6)
+    pred = model(x).numpy().astype(np.float64)
+    losses, maes, sizes = [], [], []
+    for start in range(0, 27, 6):
+        p, t = pred[start : start + 6], y[start : start + 6].astype(np.float64)
+        losses.append(np.mean((p - t) ** 2))
+        maes.append(np.mean(np.abs(p - t)))
+        sizes.append(len(t))
+    assert got["loss"] == pytest.approx(np.average(losses, weights=sizes), rel=1e-6)
+    assert got["mae"] == pytest.approx(np.average(maes, weights=sizes), rel=1e-6)
+    loops = [f for k, f in trainer._functions.items() if k[0] == "eval-arrays" and "loop" in k]
+    assert len(loops) == 1
+    # Validation every epoch and another evaluate reuse the same trace.
+    trainer.fit(x, y, epochs=3, batch_size=6, validation_data=(x, y))
+    assert trainer.evaluate(x, y, batch_size=6)["loss"] != got["loss"]  # it trained
+    assert loops[0].experimental_get_tracing_count() == 1
+
+
 def test_mlp_classifier_learns_a_separable_problem():
     rng = np.random.default_rng(6)
     x = rng.normal(size=(200, 2)).astype(np.float32)

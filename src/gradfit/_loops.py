@@ -246,6 +246,33 @@ def array_loop(
     return loop
 
 
+def eval_loop(
+    step: Step, batch_size: int, steps: int, num_logs: int, log_dtype: tf.DType
+) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """Returns ``loop(x, y) -> logs[steps, k]``: ``step`` on each of the first ``steps`` batches.
+
+    For evaluation: one call covers every full batch of in-memory data
+    (``step`` changes no variable), instead of one call per batch.
+    """
+
+    def loop(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        def run_step(s: Any) -> tf.Tensor:
+            start = s * batch_size
+            return step(_batch(x, None, start, batch_size), _batch(y, None, start, batch_size))
+
+        if steps == 1:
+            return run_step(0)[None]
+
+        def body(i: tf.Tensor, logs: Any) -> tuple[tf.Tensor, Any]:
+            return i + 1, logs.write(i, run_step(i))
+
+        logs = tf.TensorArray(log_dtype, size=steps, element_shape=[num_logs])
+        _, logs = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), logs))
+        return logs.stack()
+
+    return loop
+
+
 def array_last_step(step: Step, start: int, size: int, *, shuffled: bool) -> Callable[..., Any]:
     """Returns ``last(x, y, order) -> logs[k]``: the ragged batch, ``size`` rows from ``start``."""
 

@@ -1050,6 +1050,8 @@ class Trainer:
     ) -> dict[str, float]:
         x_spec, y_spec = prepared.x_spec, prepared.y_spec
         steps = None if prepared.steps is None else prepared.steps * calls
+        if isinstance(prepared, data_lib.ArrayData) and prepared.y is not None:
+            return self._evaluate_arrays(prepared, prepared.y, self._jit_for(steps))
         fn = self._compiled(
             ("eval", x_spec, y_spec, self._identity()),
             lambda jit: self._make_eval_step(x_spec, y_spec, jit),
@@ -1064,6 +1066,50 @@ class Trainer:
             raise ValueError(f"`{name}` yielded no batches; the dataset is empty.")
         logs = tf.stack(results).numpy()
         return self._weighted_mean(logs, np.array([int(s) for s in sizes], np.float64))
+
+    def _evaluate_arrays(
+        self, data: data_lib.ArrayData, y: tf.Tensor, jit: bool | str
+    ) -> dict[str, float]:
+        """Loss and metrics on in-memory data: one compiled call for all full batches."""
+        n, size = data.num_examples, data.batch_size
+        full, rest = divmod(n, size)  # full >= 1: the batch size is at most n
+        model, loss_fn, dtype = self.model, self.loss, self._log_dtype()
+        width = 1 + len(self.metrics)
+
+        def eval_step(xb: tf.Tensor, yb: tf.Tensor) -> tf.Tensor:
+            pred = model(xb)
+            return tf.stack(self._outputs(yb, pred, loss_fn(yb, pred)))
+
+        key = ("eval-arrays", data.x.shape, data.x.dtype, y.shape, y.dtype, size, self._identity())
+        loop = self._compiled(
+            (*key, "loop"),
+            lambda jit: tf.function(
+                _loops.eval_loop(eval_step, size, full, width, dtype), jit_compile=jit
+            ),
+            "evaluation loop",
+            jit,
+        )
+        calls: dict[str, Any] = self._cached((*key, "concrete", jit), dict)
+        if "loop" not in calls:
+            calls["loop"] = loop.get_concrete_function(data.x, y)
+        logs = [calls["loop"](data.x, y).numpy()]
+        sizes = np.full(full + (1 if rest else 0), size, np.float64)
+        if rest:
+            sizes[full] = rest
+
+            def eval_last(xs: tf.Tensor, ys: tf.Tensor) -> tf.Tensor:
+                return eval_step(xs[full * size :], ys[full * size :])[None]
+
+            last = self._compiled(
+                (*key, "last"),
+                lambda jit: tf.function(eval_last, jit_compile=jit),
+                "evaluation of the last, smaller batch",
+                jit,
+            )
+            if "last" not in calls:
+                calls["last"] = last.get_concrete_function(data.x, y)
+            logs.append(calls["last"](data.x, y).numpy())
+        return self._weighted_mean(np.concatenate(logs), sizes)
 
     # -- logs ------------------------------------------------------------
 
