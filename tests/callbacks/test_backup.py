@@ -194,6 +194,31 @@ def test_a_fit_crashed_mid_epoch_resumes_bitwise_from_its_step_save(
     assert not directory.exists()
 
 
+def test_a_mid_epoch_resume_under_xla_is_bitwise_too(tmp_path):
+    x, y = script.data()
+    kwargs = {**script.fit_kwargs(), "epochs": 3}
+    directory = tmp_path / "backup"
+
+    def trainer(init_seed):
+        made = script.make_trainer(init_seed=init_seed)
+        made.jit_compile = True
+        return made
+
+    reference = trainer(1)
+    ref_history = reference.fit(x, y, **kwargs)  # no backup: one call per epoch
+    with pytest.raises(CrashError):
+        trainer(1).fit(
+            x, y, callbacks=[BackupAndRestore(directory, save_every=3), CrashAtStep(8)], **kwargs
+        )
+    resumed = trainer(2)
+    backup = BackupAndRestore(directory, save_every=3)
+    history = resumed.fit(x, y, callbacks=[backup], **kwargs)
+    assert (backup.restored_epoch, backup.restored_step) == (0, 2)
+    assert resumed.train_function.jit_compile is True
+    assert history.history == ref_history.history
+    assert_bitwise(variables(resumed), variables(reference))
+
+
 def test_a_mid_epoch_backup_refuses_a_fit_of_another_shape(tmp_path):
     x, y = script.data()
     directory = tmp_path / "backup"
@@ -428,7 +453,7 @@ def test_runs_killed_at_random_moments_resume_bitwise(tmp_path):
         ref_vars, ref_history = _load(tmp_path / "reference")
         assert ref_history["epoch"] == [0, 1, 2, 3, 4]  # EarlyStopping(patience=1) ends it
 
-        kills, finished, trial = [], 0, 0
+        kills, finished, trial, firsts = [], 0, 0, []
         directory = tmp_path / "backup"
         # Each attempt backs up every epoch, or also every 3 or 2 steps (4 steps an epoch),
         # whatever the backup it resumes from was saved with.
@@ -446,6 +471,7 @@ def test_runs_killed_at_random_moments_resume_bitwise(tmp_path):
             code, lines = server.run(
                 directory, out, *flags, init_seed=2 if resuming else 1, kill=kill
             )
+            firsts.append(lines[0] if lines else "")
             if code == -signal.SIGKILL:
                 kills.append(lines)
                 continue
@@ -464,6 +490,6 @@ def test_runs_killed_at_random_moments_resume_bitwise(tmp_path):
     assert len(in_saves) >= 3, kills
     assert any(":" in line for line in in_saves), kills
     # Killed processes that had resumed from a backup (their first line is a later epoch),
-    # and ones that had resumed from a mid-epoch backup.
+    # and runs that resumed from a mid-epoch backup.
     assert any(k and k[0] not in ("epoch 0", "save 0") for k in kills), kills
-    assert any(k and k[0].startswith("resumed") for k in kills), kills
+    assert any(first.startswith("resumed") for first in firsts), firsts
