@@ -74,6 +74,26 @@ def test_auto_shows_a_bar_per_epoch_advanced_per_step_on_a_terminal(monkeypatch,
     assert "on_train_batch_end" not in vars(progress)  # removed at the end of training
 
 
+def test_a_resumed_partial_epoch_starts_its_bar_at_the_steps_done(monkeypatch, tmp_path):
+    class CrashAt5(gf.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            self.seen = getattr(self, "seen", 0) + 1
+            if self.seen == 5:
+                raise RuntimeError("crash")
+
+    backup = tmp_path / "backup"
+    with pytest.raises(RuntimeError):  # saved after run step 4: epoch 1, one step done
+        fit([gf.callbacks.BackupAndRestore(backup, save_every=4), CrashAt5()], batch_size=4)
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    progress = ProgressBar()
+    positions = []
+    probe = LambdaCallback(on_train_batch_end=lambda batch, logs: positions.append(progress._bar.n))
+    fit([gf.callbacks.BackupAndRestore(backup, save_every=4), progress, probe], batch_size=4)
+    assert positions == [2, 3]
+    assert "3/3" in terminal.getvalue()
+
+
 def test_verbose_0_is_silent_even_on_a_terminal(monkeypatch):
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)

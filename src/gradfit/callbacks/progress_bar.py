@@ -117,7 +117,10 @@ class ProgressBar(Callback):
             )
 
     def _advance(self, batch: int, logs: Logs | None = None) -> None:
-        """Advances the bar by one step and shows the running mean of the step logs."""
+        """Moves the bar to step ``batch + 1`` and shows the running mean of the step logs.
+
+        An epoch resumed from a mid-epoch backup starts past 0: the bar jumps there.
+        """
         if self._bar is None:
             return
         self._count += 1
@@ -125,7 +128,7 @@ class ProgressBar(Callback):
             self._sums[key] = self._sums.get(key, 0.0) + value
         means = {key: total / self._count for key, total in self._sums.items()}
         self._bar.set_postfix_str(format_logs(means), refresh=False)
-        self._bar.update(1)
+        self._bar.update(max(0, batch + 1 - self._bar.n))
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         """Shows the epoch's logs: the bar's last state, or one line."""
