@@ -220,6 +220,23 @@ def test_epochs_draw_new_permutations_from_the_trainer_generator():
     assert np.array_equal(trainer.generator.state.numpy(), state)
 
 
+def test_a_replaced_generator_is_the_one_that_shuffles():
+    def run(warm_up):
+        trainer = gf.Trainer(gf.LinearModel(weight_init=0.0), gf.L2(), gf.SGD(0.05))
+        if warm_up:  # compiles and caches everything with the first generator
+            trainer.fit(X, Y, epochs=1, batch_size=16, seed=1)
+            for var in trainer.model.variables:
+                var.assign(tf.zeros_like(var))
+        trainer.generator = tf.random.Generator.from_seed(123)
+        trainer.fit(X, Y, epochs=2, batch_size=16)
+        return trainer
+
+    fresh, reused = run(False), run(True)
+    np.testing.assert_array_equal(fresh.generator.state.numpy(), reused.generator.state.numpy())
+    for a, b in zip(fresh.model.variables, reused.model.variables, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
 def test_dataset_steps_run_inside_the_compiled_loop_and_match_arrays():
     _, array_vars, array_hist = fit(sgd(), shuffle=False)
     model = gf.MLP((5,), seed=3)

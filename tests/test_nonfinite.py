@@ -123,6 +123,30 @@ def test_fused_and_one_step_per_call_agree_under_skip(monkeypatch, in_loop):
     assert sum(h1.history["nonfinite_steps"]) >= 2
 
 
+@pytest.mark.parametrize("policy", ["raise", "skip"])
+def test_a_wrapped_keras_optimizer_is_rolled_back_too(policy):
+    import keras
+
+    def make():
+        model = gf.LinearModel(weight_init=0.1, bias_init=0.0)
+        rule = gf.KerasOptimizer(keras.optimizers.Adam(0.05))
+        return gf.Trainer(model, gf.L2(), rule, on_nonfinite=policy)
+
+    reference = make()
+    reference.fit(X[:32], Y[:32], epochs=1, batch_size=8, shuffle=False)
+    t = make()
+    if policy == "raise":
+        with pytest.raises(gf.NonFiniteError):
+            t.fit(POISONED, Y, epochs=1, batch_size=8, shuffle=False)
+    else:
+        history = t.fit(POISONED, Y, epochs=1, batch_size=8, shuffle=False)
+        assert history.history["nonfinite_steps"] == [1.0]
+    for got, want in zip(values(t), values(reference), strict=True):
+        np.testing.assert_array_equal(got, want)
+    optimizer = t.update_rule.optimizer
+    assert all(np.all(np.isfinite(np.asarray(v))) for v in optimizer.variables)
+
+
 def test_datasets_follow_the_policy():
     dataset = tf.data.Dataset.from_tensor_slices((POISONED, Y)).batch(8)
     t = trainer("raise")

@@ -247,24 +247,23 @@ def array_loop(
 
 
 def eval_loop(
-    step: Step, batch_size: int, steps: int, num_logs: int, log_dtype: tf.DType
+    step: Step, batch_size: int, num_logs: int, log_dtype: tf.DType
 ) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
-    """Returns ``loop(x, y) -> logs[steps, k]``: ``step`` on each of the first ``steps`` batches.
+    """Returns ``loop(x, y) -> logs[steps, k]``: ``step`` on each full batch of ``x`` and ``y``.
 
     For evaluation: one call covers every full batch of in-memory data
-    (``step`` changes no variable), instead of one call per batch.
+    (``step`` changes no variable), instead of one call per batch. The
+    number of batches comes from ``x``'s length at run time, so one trace
+    serves data of any size; ``step`` gets batches of static shape.
     """
 
     def loop(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        def run_step(s: Any) -> tf.Tensor:
-            start = s * batch_size
-            return step(_batch(x, None, start, batch_size), _batch(y, None, start, batch_size))
-
-        if steps == 1:
-            return run_step(0)[None]
+        steps = tf.shape(x)[0] // batch_size
 
         def body(i: tf.Tensor, logs: Any) -> tuple[tf.Tensor, Any]:
-            return i + 1, logs.write(i, run_step(i))
+            start = i * batch_size
+            out = step(_batch(x, None, start, batch_size), _batch(y, None, start, batch_size))
+            return i + 1, logs.write(i, out)
 
         logs = tf.TensorArray(log_dtype, size=steps, element_shape=[num_logs])
         _, logs = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), logs))

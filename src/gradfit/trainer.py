@@ -242,6 +242,7 @@ class Trainer:
         self._steps_done = 0  # steps trained in this run, across epochs and resumes
         self._epoch_generator_state: np.ndarray | None = None
         self._step_log_width = 0
+        self._step_batch_size: int | None = None
         self._probed: dict[Any, int | None] = {}  # probed data specs -> predictions' width
 
     # -- public API ------------------------------------------------------
@@ -340,10 +341,17 @@ class Trainer:
         epoch_logs: Logs = {}
 
         backups = [cb for cb in callback_list.callbacks if isinstance(cb, BackupAndRestore)]
+        if len(backups) > 1:
+            raise ValueError(
+                "`callbacks` holds more than one BackupAndRestore; a fit resumes from one "
+                f"backup. Received: {backups}"
+            )
         for backup in backups:
             backup.bind(callback_list.callbacks, history)
         # Backups saved every n steps: chunks of the loop end at those steps (see _chunk_end).
-        self._step_log_width = columns.width  # a mid-epoch backup's logs must have it
+        # A mid-epoch backup's logs and batch sizes must fit this fit's:
+        self._step_log_width = columns.width
+        self._step_batch_size = train.batch_size if isinstance(train, data_lib.ArrayData) else None
         self._step_backups = [b for b in backups if isinstance(b.save_every, int)]
         self._save_periods = sorted({int(b.save_every) for b in self._step_backups})
         callback_list.on_train_begin()
@@ -364,7 +372,10 @@ class Trainer:
                 self.generator.state.assign(resume.generator_state, read_value=False)
             if self._step_backups:
                 self._epoch_generator_state = self.generator.state.numpy().copy()
-            callback_list.on_epoch_begin(epoch)
+            if start:  # its on_epoch_begin ran before the backup was saved
+                callback_list.on_epoch_resume(epoch, start)
+            else:
+                callback_list.on_epoch_begin(epoch)
             logs, sizes = run_epoch(callback_list, epoch, start, prior)
             epoch_logs = self._epoch_logs(logs, sizes, columns)
             if val is not None:
@@ -862,7 +873,7 @@ class Trainer:
         sizes[full:] = rest
         every_step = self._every_step
         # Concrete functions, kept across fits: a quicker call than the tf.function's.
-        calls: dict[str, Any] = self._cached((*key, "concrete", jit), dict)
+        calls: dict[str, Any] = self._cached((*key, "concrete", jit, id(generator)), dict)
 
         def call(name: str, compiled: Any, *args: Any) -> Any:
             fn = calls.get(name)
@@ -877,7 +888,7 @@ class Trainer:
 
         def roll_back(saved: list[tf.Tensor]) -> None:
             for var, value in zip(state, saved, strict=True):
-                var.assign(value, read_value=False)
+                var.assign(value)  # (Keras optimizers' variables take no read_value)
 
         def run(
             callbacks: CallbackList,
@@ -929,10 +940,10 @@ class Trainer:
                         run = (self._nonfinite_run if done == 1 else 0) + 1
                         self._check_run(epoch, pos + done - 1, run, columns)
                         pos += done
-                    self._step_save(epoch, pos, len(sizes), chunks, sizes)
                     if every_step and self.stop_training:
                         stopped = True  # one step per call: stop right after the step that asked
                         break
+                    self._step_save(epoch, pos, len(sizes), chunks, sizes)
             if not stopped and last is not None:
                 if every_step:
                     callbacks.on_train_batch_begin(full)
@@ -1070,45 +1081,51 @@ class Trainer:
     def _evaluate_arrays(
         self, data: data_lib.ArrayData, y: tf.Tensor, jit: bool | str
     ) -> dict[str, float]:
-        """Loss and metrics on in-memory data: one compiled call for all full batches."""
+        """Loss and metrics on in-memory data: one call runs all full batches.
+
+        The loop takes any number of examples (no retracing for a new data
+        size); its step, for a batch of exactly ``batch_size`` examples, is
+        compiled on its own (with XLA when asked). A ragged last batch is one
+        more call of the per-batch evaluation step.
+        """
         n, size = data.num_examples, data.batch_size
         full, rest = divmod(n, size)  # full >= 1: the batch size is at most n
         model, loss_fn, dtype = self.model, self.loss, self._log_dtype()
         width = 1 + len(self.metrics)
+        x_spec, y_spec = data.x_spec, tf.TensorSpec([None, *y.shape[1:]], y.dtype)
+        batch_x = tf.TensorSpec([size, *x_spec.shape[1:]], x_spec.dtype)
+        batch_y = tf.TensorSpec([size, *y_spec.shape[1:]], y_spec.dtype)
 
         def eval_step(xb: tf.Tensor, yb: tf.Tensor) -> tf.Tensor:
             pred = model(xb)
             return tf.stack(self._outputs(yb, pred, loss_fn(yb, pred)))
 
-        key = ("eval-arrays", data.x.shape, data.x.dtype, y.shape, y.dtype, size, self._identity())
-        loop = self._compiled(
-            (*key, "loop"),
-            lambda jit: tf.function(
-                _loops.eval_loop(eval_step, size, full, width, dtype), jit_compile=jit
-            ),
-            "evaluation loop",
+        key = ("eval-arrays", x_spec, y_spec, size, self._identity())
+        step = self._compiled(
+            (*key, "step"),
+            lambda jit: tf.function(eval_step, input_signature=[batch_x, batch_y], jit_compile=jit),
+            "evaluation step",
             jit,
         )
-        calls: dict[str, Any] = self._cached((*key, "concrete", jit), dict)
-        if "loop" not in calls:
-            calls["loop"] = loop.get_concrete_function(data.x, y)
-        logs = [calls["loop"](data.x, y).numpy()]
+        step.resolve(tf.zeros(batch_x.shape, batch_x.dtype), tf.zeros(batch_y.shape, batch_y.dtype))
+        inner = step.function
+        loop = self._cached(
+            (*key, "loop", step.jit_compile),
+            lambda: tf.function(
+                _loops.eval_loop(inner, size, width, dtype), input_signature=[x_spec, y_spec]
+            ),
+        )
+        logs = [loop(data.x, y).numpy()]
         sizes = np.full(full + (1 if rest else 0), size, np.float64)
         if rest:
             sizes[full] = rest
-
-            def eval_last(xs: tf.Tensor, ys: tf.Tensor) -> tf.Tensor:
-                return eval_step(xs[full * size :], ys[full * size :])[None]
-
             last = self._compiled(
-                (*key, "last"),
-                lambda jit: tf.function(eval_last, jit_compile=jit),
-                "evaluation of the last, smaller batch",
+                ("eval", x_spec, y_spec, self._identity()),
+                lambda jit: self._make_eval_step(x_spec, y_spec, jit),
+                "evaluation step",
                 jit,
             )
-            if "last" not in calls:
-                calls["last"] = last.get_concrete_function(data.x, y)
-            logs.append(calls["last"](data.x, y).numpy())
+            logs.append(last(data.x[full * size :], y[full * size :]).numpy()[None])
         return self._weighted_mean(np.concatenate(logs), sizes)
 
     # -- logs ------------------------------------------------------------

@@ -122,6 +122,10 @@ class BatchLog(gf.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
+    def on_epoch_resume(self, epoch, step, logs=None):
+        self.epoch = epoch
+        self.resumed = (epoch, step)
+
     def on_train_batch_end(self, batch, logs=None):
         self.rows.append((self.epoch, batch, logs["loss"]))
 
@@ -185,7 +189,9 @@ def test_a_fit_crashed_mid_epoch_resumes_bitwise_from_its_step_save(
     last_epoch, step = restored
     assert (backup.restored_epoch, backup.restored_step) == (last_epoch, step)
     first = 0 if last_epoch is None else last_epoch + 1
-    assert seen == list(range(first, len(ref_history.epoch)))
+    # on_epoch_begin of a partial epoch ran before its save: it gets on_epoch_resume instead.
+    assert seen == list(range(first + (1 if step else 0), len(ref_history.epoch)))
+    assert getattr(log, "resumed", None) == ((first, step) if step else None)
     # The resumed epoch's batch hooks start after the steps done, with the same losses.
     assert log.rows == [row for row in ref_log.rows if (row[0], row[1]) >= (first, step)]
     assert history.history == ref_history.history  # floats compared exactly
@@ -219,6 +225,103 @@ def test_a_mid_epoch_resume_under_xla_is_bitwise_too(tmp_path):
     assert_bitwise(variables(resumed), variables(reference))
 
 
+class StopAt(gf.Callback):
+    """Asks the trainer to stop after step ``step`` of epoch ``epoch``."""
+
+    def __init__(self, epoch, step, every_step=False):
+        super().__init__()
+        self.at, self.requires_every_step = (epoch, step), every_step
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_epoch_resume(self, epoch, step, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            self.trainer.stop_training = True
+
+
+@pytest.mark.parametrize(
+    ("every_step", "step", "crash"),
+    [
+        (False, 0, lambda: CrashAtStep(8)),  # stop asked at run step 5, saved at 6, crash at 8
+        (True, 1, lambda: CrashAt(1)),  # stops right after run step 6 (a save step)
+    ],
+    ids=["after-the-epoch", "at-once"],
+)
+def test_a_stop_asked_for_before_a_mid_epoch_save_still_ends_the_resumed_run(
+    tmp_path, every_step, step, crash
+):
+    x, y = script.data()
+    kwargs = {**script.fit_kwargs(), "epochs": 3}
+    directory = tmp_path / "backup"
+    reference = script.make_trainer(1)
+    ref_history = reference.fit(x, y, callbacks=[StopAt(1, step, every_step)], **kwargs)
+    assert ref_history.epoch == [0, 1]
+    with pytest.raises(CrashError):
+        script.make_trainer(1).fit(
+            x,
+            y,
+            callbacks=[
+                BackupAndRestore(directory, save_every=2),
+                StopAt(1, step, every_step),
+                crash(),
+            ],
+            **kwargs,
+        )
+    resumed = script.make_trainer(2)
+    history = resumed.fit(
+        x,
+        y,
+        callbacks=[BackupAndRestore(directory, save_every=2), StopAt(1, step, every_step)],
+        **kwargs,
+    )
+    assert history.history == ref_history.history
+    assert_bitwise(variables(resumed), variables(reference))
+
+
+def test_epoch_begin_effects_are_not_applied_twice_on_a_mid_epoch_resume(tmp_path):
+    x, y = script.data()
+    directory = tmp_path / "backup"
+
+    def make():
+        return gf.Trainer(gf.MLP((8,), seed=1), gf.L2(), gf.Adam(0.05))
+
+    def halve():
+        return gf.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.5)
+
+    kwargs = {"epochs": 3, "batch_size": 16, "seed": 0}
+    reference = make()
+    ref_history = reference.fit(x, y, callbacks=[halve()], **kwargs)
+    with pytest.raises(CrashError):
+        make().fit(
+            x,
+            y,
+            callbacks=[BackupAndRestore(directory, save_every=3), halve(), CrashAtStep(8)],
+            **kwargs,
+        )
+    resumed = make()
+    backup = BackupAndRestore(directory, save_every=3)
+    history = resumed.fit(x, y, callbacks=[backup, halve()], **kwargs)
+    assert (backup.restored_epoch, backup.restored_step) == (0, 2)  # saved after run step 6
+    assert history.history["lr"] == ref_history.history["lr"]  # 0.025, 0.0125, 0.00625
+    assert history.history == ref_history.history
+    assert_bitwise(variables(resumed), variables(reference))
+
+
+def test_one_backup_per_fit(tmp_path):
+    x, y = script.data()
+    trainer = script.make_trainer(1)
+    with pytest.raises(ValueError, match="more than one BackupAndRestore"):
+        trainer.fit(
+            x,
+            y,
+            callbacks=[BackupAndRestore(tmp_path / "a"), BackupAndRestore(tmp_path / "b")],
+        )
+
+
 def test_a_mid_epoch_backup_refuses_a_fit_of_another_shape(tmp_path):
     x, y = script.data()
     directory = tmp_path / "backup"
@@ -236,6 +339,10 @@ def test_a_mid_epoch_backup_refuses_a_fit_of_another_shape(tmp_path):
     with pytest.raises(ValueError, match=r"3 steps into an epoch.*2 steps per epoch"):
         trainer.fit(
             x, y, epochs=2, batch_size=32, callbacks=[BackupAndRestore(directory, save_every=3)]
+        )
+    with pytest.raises(ValueError, match="makes batches of 20"):  # 4 steps too, other batches
+        trainer.fit(
+            x[:60], y[:60], epochs=2, batch_size=20, callbacks=[BackupAndRestore(directory, 3)]
         )
     with pytest.raises(ValueError, match="logs 3 values per step"):
         gf.Trainer(trainer.model, gf.L2(), trainer.update_rule, metrics=[gf.L1()]).fit(

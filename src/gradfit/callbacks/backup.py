@@ -303,13 +303,21 @@ class BackupAndRestore(Callback):
             return
         steps = self.params.get("steps")
         width = getattr(self.trainer, "_step_log_width", None)
+        batch_size = getattr(self.trainer, "_step_batch_size", None)
         saved = _decode(document["step_logs"])
         saved_width = saved.shape[1] if saved.ndim == 2 else None
-        if (steps is not None and step >= steps) or (width and saved_width != width):
+        sizes = _decode(document["step_sizes"])
+        saved_sizes = sorted({int(size) for size in sizes})
+        if (
+            (steps is not None and step >= steps)
+            or (width and saved_width != width)
+            or (batch_size is not None and saved_sizes != [batch_size])
+        ):
             raise ValueError(
                 f"The backup in `directory` was saved {step} steps into an epoch, with "
-                f"{saved_width} values logged per step; this fit has {steps} steps per epoch "
-                f"and logs {width} values per step. Resume with the same data, batch_size, "
+                f"{saved_width} values logged per step and batches of {saved_sizes} examples; "
+                f"this fit has {steps} steps per epoch, logs {width} values per step and "
+                f"makes batches of {batch_size}. Resume with the same data, batch_size, "
                 "metrics and callbacks, or remove the backup to start afresh. "
                 f"{v.received('directory', self.directory)}"
             )
@@ -339,11 +347,13 @@ class BackupAndRestore(Callback):
         self.restored_step = step
         last = {k: values[-1] for k, values in history.history.items() if values}
         steps_done = int(document.get("steps_done", 0))
-        if document["stop_training"]:
-            trainer.stop_training = True
-            return Resume(max(epoch + 1, int(self.params.get("epochs", 0))), last, steps_done)
         if not step:
+            if document["stop_training"]:  # the run had stopped: nothing left to train
+                trainer.stop_training = True
+                return Resume(max(epoch + 1, int(self.params.get("epochs", 0))), last, steps_done)
             return Resume(epoch + 1, last, steps_done)
+        # Saved mid-epoch: a stop asked for by then ends the run after this epoch, as it did.
+        trainer.stop_training = bool(document["stop_training"])
         return Resume(
             epoch + 1,
             last,

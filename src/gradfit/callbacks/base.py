@@ -78,6 +78,16 @@ class Callback:
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         """Called at the end of epoch ``epoch`` with the epoch's logs."""
 
+    def on_epoch_resume(self, epoch: int, step: int, logs: Logs | None = None) -> None:
+        """Called instead of ``on_epoch_begin`` for an epoch resumed ``step`` steps in.
+
+        A ``BackupAndRestore`` saved mid-epoch: the epoch's ``on_epoch_begin``
+        already ran in the process that saved it, and its effects (a learning
+        rate set, a state reset) are in the restored state, so it does not run
+        again. Override this to set up per-epoch things that are not saved
+        (a progress bar, a clock).
+        """
+
     def on_train_batch_begin(self, batch: int, logs: Logs | None = None) -> None:
         """Called before training step ``batch`` (from 0 in each epoch)."""
 
@@ -195,6 +205,11 @@ class CallbackList(Callback):
         """Calls ``on_epoch_end`` on every callback."""
         for cb in self.callbacks:
             cb.on_epoch_end(epoch, logs)
+
+    def on_epoch_resume(self, epoch: int, step: int, logs: Logs | None = None) -> None:
+        """Calls ``on_epoch_resume`` on every callback."""
+        for cb in self.callbacks:
+            cb.on_epoch_resume(epoch, step, logs)
 
     def on_train_batch_begin(self, batch: int, logs: Logs | None = None) -> None:
         """Calls ``on_train_batch_begin`` on every callback."""

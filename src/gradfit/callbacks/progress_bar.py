@@ -103,12 +103,20 @@ class ProgressBar(Callback):
 
     def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
         """Starts the epoch's clock and, with ``verbose=1``, its bar."""
+        self._start(epoch, 0)
+
+    def on_epoch_resume(self, epoch: int, step: int, logs: Logs | None = None) -> None:
+        """Starts the clock and the bar of an epoch resumed ``step`` steps in."""
+        self._start(epoch, step)
+
+    def _start(self, epoch: int, step: int) -> None:
         self._started = time.perf_counter()
         self._sums, self._count = {}, 0
         if self.mode == 1:
             self._close_bar()
             self._bar = tqdm(
                 total=self.params.get("steps"),
+                initial=step,
                 desc=f"Epoch {epoch + 1}/{self.params.get('epochs', '?')}",
                 unit="step",
                 file=self._stream,
