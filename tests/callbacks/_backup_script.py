@@ -116,19 +116,22 @@ def main(argv: list[str]) -> None:
     chosen = callbacks(None if "--no-backup" in flags else directory, _steps(every))
 
     def on_epoch_begin(epoch, logs=None):
-        backup = chosen[0]
-        first = epoch_now[0] == -1 and isinstance(backup, gf.callbacks.BackupAndRestore)
-        if first and backup.restored_step:
-            say(f"resumed {epoch}:{backup.restored_step}", slow)
         epoch_now[0] = epoch
         say(f"epoch {epoch}", slow)
+
+    def on_epoch_resume(epoch, step, logs=None):
+        say(f"resumed {epoch}:{step}", slow)
+        on_epoch_begin(epoch)
 
     x, y = data()
     trainer = make_trainer(init_seed=int(os.environ.get("BACKUP_INIT_SEED", "1")))
     history = trainer.fit(
         x,
         y,
-        callbacks=[*chosen, gf.LambdaCallback(on_epoch_begin=on_epoch_begin)],
+        callbacks=[
+            *chosen,
+            gf.LambdaCallback(on_epoch_begin=on_epoch_begin, on_epoch_resume=on_epoch_resume),
+        ],
         **fit_kwargs(),
     )
     np.savez(out + ".npz", *[var.numpy() for var in trainer.model.variables])

@@ -20,7 +20,7 @@ from gradfit.callbacks import BackupAndRestore
 from tests.callbacks import _backup_script as script
 
 SCRIPT = Path(script.__file__)
-KILLS = 12
+KILLS = 10
 
 
 class CrashError(Exception):

@@ -46,3 +46,10 @@ def test_each_keyword_is_called_with_its_arguments():
 def test_non_callable_is_rejected_naming_the_keyword():
     with pytest.raises(TypeError, match=r"`on_epoch_end`.*42"):
         gf.LambdaCallback(on_epoch_end=42)
+
+
+def test_on_epoch_resume_is_a_keyword_too():
+    cb = gf.LambdaCallback(on_epoch_resume=lambda epoch, step, logs: None)
+    assert cb.hooks == ("on_epoch_resume",)
+    with pytest.raises(TypeError, match=r"`on_epoch_resume`.*7"):
+        gf.LambdaCallback(on_epoch_resume=7)

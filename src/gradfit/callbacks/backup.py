@@ -124,8 +124,11 @@ class BackupAndRestore(Callback):
     The next ``fit`` given a ``BackupAndRestore`` on the same directory
     restores the backup and carries on where it stopped: with the next
     epoch, or, from a mid-epoch save, with the next step of that epoch.
-    Epoch hooks fire only for the epochs this process trains (a resumed
-    partial epoch gets its ``on_epoch_begin`` again); the returned History
+    Epoch hooks fire only for the epochs this process trains; a partial
+    epoch resumed from a mid-epoch save gets ``on_epoch_resume(epoch,
+    step)`` instead of a second ``on_epoch_begin``, whose effects (a
+    scheduled learning rate, say) are already in the restored state. The
+    returned History
     holds every epoch, and variables and History are bitwise those of a
     run that never stopped, provided the resumed ``fit`` gets the same
     data and arguments (``epochs`` included: it chooses whether XLA

@@ -17,6 +17,8 @@ class LambdaCallback(Callback):
         on_train_end: ``fn(logs)``.
         on_epoch_begin: ``fn(epoch, logs)``.
         on_epoch_end: ``fn(epoch, logs)``.
+        on_epoch_resume: ``fn(epoch, step, logs)`` (see
+            :meth:`Callback.on_epoch_resume`).
         on_train_batch_begin: ``fn(batch, logs)``.
         on_train_batch_end: ``fn(batch, logs)``.
 
@@ -34,6 +36,7 @@ class LambdaCallback(Callback):
         on_epoch_end: Callable[[int, Logs], Any] | None = None,
         on_train_batch_begin: Callable[[int, Logs], Any] | None = None,
         on_train_batch_end: Callable[[int, Logs], Any] | None = None,
+        on_epoch_resume: Callable[[int, int, Logs], Any] | None = None,
     ) -> None:
         super().__init__()
         given = {
@@ -43,6 +46,7 @@ class LambdaCallback(Callback):
             "on_epoch_end": on_epoch_end,
             "on_train_batch_begin": on_train_batch_begin,
             "on_train_batch_end": on_train_batch_end,
+            "on_epoch_resume": on_epoch_resume,
         }
         for hook, fn in given.items():
             if fn is not None and not callable(fn):
