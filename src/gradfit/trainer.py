@@ -348,18 +348,15 @@ class Trainer:
             )
         for backup in backups:
             backup.bind(callback_list.callbacks, history)
-        # Backups saved every n steps: chunks of the loop end at those steps (see _chunk_end).
         # A mid-epoch backup's logs and batch sizes must fit this fit's:
         self._step_log_width = columns.width
         self._step_batch_size = train.batch_size if isinstance(train, data_lib.ArrayData) else None
+        # Backups saved every n steps: chunks of the loop end at those steps (see _chunk_end).
         self._step_backups = [b for b in backups if isinstance(b.save_every, int)]
         self._save_periods = sorted({int(b.save_every) for b in self._step_backups})
         callback_list.on_train_begin()
-        resume = None
-        for backup in backups:  # a restored backup: carry on where it stopped
-            found = backup.resume()
-            if found is not None and resume is None:
-                resume = found
+        # A restored backup: carry on where it stopped.
+        resume = backups[0].resume() if backups else None
         first_epoch = 0 if resume is None else resume.epoch
         if resume is not None:
             epoch_logs = resume.logs
