@@ -237,7 +237,6 @@ class Trainer:
         self.train_function: Any = None
         self._functions: dict[Any, Any] = {}
         # Mid-epoch backups (BackupAndRestore(save_every=n)) during a fit:
-        self._save_periods: list[int] = []
         self._step_backups: list[BackupAndRestore] = []
         self._steps_done = 0  # steps trained in this run, across epochs and resumes
         self._epoch_generator_state: np.ndarray | None = None
@@ -353,7 +352,6 @@ class Trainer:
         self._step_batch_size = train.batch_size if isinstance(train, data_lib.ArrayData) else None
         # Backups saved every n steps: chunks of the loop end at those steps (see _chunk_end).
         self._step_backups = [b for b in backups if isinstance(b.save_every, int)]
-        self._save_periods = sorted({int(b.save_every) for b in self._step_backups})
         callback_list.on_train_begin()
         # A restored backup: carry on where it stopped.
         resume = backups[0].resume() if backups else None
@@ -714,9 +712,10 @@ class Trainer:
 
     def _chunk_end(self, pos: int, end: int) -> int:
         """Where a chunk of steps from epoch step ``pos`` ends: ``end``, or at a step save."""
-        if not self._save_periods:
+        if not self._step_backups:
             return end
-        gap = min(n - self._steps_done % n for n in self._save_periods)
+        done = self._steps_done
+        gap = min(int(b.save_every) - done % int(b.save_every) for b in self._step_backups)
         return min(end, pos + gap)
 
     def _step_save(
@@ -772,8 +771,7 @@ class Trainer:
         full, rest = divmod(n, size)  # full >= 1: the batch size is at most n
         shuffled = shuffle and data.steps > 1
         y = data.y
-        if y is None:  # (fit always has targets)
-            raise ValueError("`y` is required to fit on in-memory data.")
+        assert y is not None  # fit always prepares targets
         row_bytes = sum(
             int(np.prod(t.shape[1:], dtype=np.int64)) * t.dtype.size for t in (data.x, y)
         )
@@ -813,8 +811,7 @@ class Trainer:
         )
 
         def keeping_state(fn: Callable[..., tf.Tensor]) -> Callable[..., Any]:
-            if not state:
-                return fn
+            """``fn`` returning ``(logs, state before the call)`` (empty without a check)."""
 
             def wrapped(*args: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
                 before = [tf.identity(var) for var in state]
@@ -880,8 +877,7 @@ class Trainer:
 
         def train(xs: tf.Tensor, ys: tf.Tensor, rows: tf.Tensor, first: int, count: int) -> Any:
             """Steps ``first...first + count - 1`` of the block ``(xs, ys)``: (logs, saved)."""
-            result = call("loop", loop, xs, ys, rows, tf.constant(first), tf.constant(count))
-            return result if state else (result, [])
+            return call("loop", loop, xs, ys, rows, tf.constant(first), tf.constant(count))
 
         def roll_back(saved: list[tf.Tensor]) -> None:
             for var, value in zip(state, saved, strict=True):
@@ -906,46 +902,44 @@ class Trainer:
 
             pos, stopped, loaded = start, False, None
             xs, ys = data.x, y
-            while pos < full and not stopped:
+            while pos < full:
+                # A chunk: at most per_call steps, inside one block, ending at any step save.
                 block_first = pos - pos % block
                 begin = min(block_first, full - block)  # the last block ends with the epoch
                 if gather is not None and loaded != begin:
                     xs, ys = call("gather", gather, data.x, y, order, tf.constant(begin))
                     loaded = begin
-                block_end = min(block_first + block, full)
-                while pos < block_end:
-                    end = self._chunk_end(pos, min(pos + per_call, block_end))
-                    while pos < end:
-                        if every_step:
-                            callbacks.on_train_batch_begin(pos)
-                        logs, saved = train(xs, ys, rows_order, pos - begin, end - pos)
-                        rows = logs.numpy()[: end - pos]
-                        flagged: Any = np.flatnonzero(rows[:, flag] > 0) if flag is not None else ()
-                        if len(flagged) == 0:
-                            record(pos, rows)
-                            self._nonfinite_run = 0
-                            pos += len(rows)
-                            continue
-                        # A non-finite step's update was applied (and the steps after it ran
-                        # on): roll back and replay the finite steps before it (deterministic).
-                        done = int(flagged[0]) + 1
-                        rows = rows[:done]
-                        roll_back(saved)
-                        if done > 1:
-                            train(xs, ys, rows_order, pos - begin, done - 1)
+                end = self._chunk_end(pos, min(pos + per_call, block_first + block, full))
+                while pos < end:
+                    if every_step:
+                        callbacks.on_train_batch_begin(pos)
+                    logs, saved = train(xs, ys, rows_order, pos - begin, end - pos)
+                    rows = logs.numpy()[: end - pos]
+                    flagged: Any = np.flatnonzero(rows[:, flag] > 0) if flag is not None else ()
+                    if len(flagged) == 0:
                         record(pos, rows)
-                        run = (self._nonfinite_run if done == 1 else 0) + 1
-                        self._check_run(epoch, pos + done - 1, run, columns)
-                        pos += done
-                    if every_step and self.stop_training:
-                        stopped = True  # one step per call: stop right after the step that asked
-                        break
-                    self._step_save(epoch, pos, len(sizes), chunks, sizes)
+                        self._nonfinite_run = 0
+                        pos += len(rows)
+                        continue
+                    # A non-finite step's update was applied (and the steps after it ran on):
+                    # roll back and replay the finite steps before it (deterministic).
+                    done = int(flagged[0]) + 1
+                    rows = rows[:done]
+                    roll_back(saved)
+                    if done > 1:
+                        train(xs, ys, rows_order, pos - begin, done - 1)
+                    record(pos, rows)
+                    run = (self._nonfinite_run if done == 1 else 0) + 1
+                    self._check_run(epoch, pos + done - 1, run, columns)
+                    pos += done
+                if every_step and self.stop_training:
+                    stopped = True  # one step per call: stop right after the step that asked
+                    break
+                self._step_save(epoch, pos, len(sizes), chunks, sizes)
             if not stopped and last is not None:
                 if every_step:
                     callbacks.on_train_batch_begin(full)
-                result = call("last", last, data.x, y, order)
-                row_t, saved = result if state else (result, [])
+                row_t, saved = call("last", last, data.x, y, order)
                 row = row_t.numpy()
                 record(full, row[None])
                 if flag is not None and row[flag] > 0:
