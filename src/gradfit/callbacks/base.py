@@ -102,6 +102,13 @@ def overrides(callback: Callback, hook: str) -> bool:
     return getattr(type(callback), hook) is not getattr(Callback, hook)
 
 
+def improved(value: float, best: float, mode: str, min_delta: float = 0.0) -> bool:
+    """Whether ``value`` beats ``best`` by more than ``min_delta`` (lower for ``"min"``)."""
+    if mode == "min":
+        return value < best - min_delta
+    return value > best + min_delta
+
+
 def resolve_monitor(owner: str, monitor: str, available: Any) -> str:
     """The epoch log a monitoring callback should watch.
 

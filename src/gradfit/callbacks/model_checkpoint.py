@@ -13,7 +13,7 @@ from typing import Any
 
 from gradfit import _validation as v
 from gradfit import saving
-from gradfit.callbacks.base import Callback, Logs, resolve_monitor
+from gradfit.callbacks.base import Callback, Logs, improved, resolve_monitor
 from gradfit.callbacks.csv_logger import check_path
 
 logger = logging.getLogger("gradfit")
@@ -150,9 +150,7 @@ class ModelCheckpoint(Callback):
             self._key = resolve_monitor("ModelCheckpoint", self.monitor, available)
 
     def _improved(self, value: float) -> bool:
-        if self.mode == "min":
-            return value < self.best
-        return value > self.best
+        return improved(value, self.best, self.mode)
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         """Saves the epoch (every epoch, or only an improving one with ``save_best_only``)."""

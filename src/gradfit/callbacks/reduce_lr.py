@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from gradfit import _validation as v
-from gradfit.callbacks.base import Callback, Logs, resolve_monitor
+from gradfit.callbacks.base import Callback, Logs, improved, resolve_monitor
 from gradfit.callbacks.lr_scheduler import check_settable_learning_rate
 
 logger = logging.getLogger("gradfit")
@@ -152,9 +152,7 @@ class ReduceLROnPlateau(Callback):
         self._key = resolve_monitor("ReduceLROnPlateau", self.monitor, self.params.get("metrics"))
 
     def _improved(self, value: float) -> bool:
-        if self.mode == "min":
-            return value < self.best - self.min_delta
-        return value > self.best + self.min_delta
+        return improved(value, self.best, self.mode, self.min_delta)
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         """Tracks the best value and reduces the rate when patience runs out."""
