@@ -8,8 +8,6 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import tensorflow as tf
-from hypothesis import given
-from hypothesis import strategies as st
 
 import gradfit as gf
 from gradfit import data
@@ -206,84 +204,6 @@ def test_prepare_without_batch_size_is_one_full_batch() -> None:
     assert prepared.batch_size == 7
     assert prepared.x_spec.shape.as_list() == [None, 2]
     assert prepared.y_spec.shape.as_list() == [None]
-
-
-def _order(d: data.ArrayData, generator: tf.random.Generator) -> np.ndarray:
-    batches = list(d.batches(shuffle=True, generator=generator))
-    x, y = _rows(batches)
-    # x and y stay paired: row i of x is x[y[i]].
-    np.testing.assert_array_equal(x, d.x.numpy()[y])
-    assert [b[2] for b in batches] == [int(b[0].shape[0]) for b in batches]
-    return y
-
-
-def test_shuffled_epoch_is_a_permutation_of_all_examples() -> None:
-    d = _array_data(10, 3)
-    generator = tf.random.Generator.from_seed(7)
-    batches = list(d.batches(shuffle=True, generator=generator))
-    assert [b[2] for b in batches] == [3, 3, 3, 1]
-    x, y = _rows(batches)
-    assert sorted(y.tolist()) == list(range(10))
-    # the multiset of rows is unchanged
-    np.testing.assert_array_equal(np.sort(x, axis=0), np.sort(d.x.numpy(), axis=0))
-    np.testing.assert_array_equal(x, d.x.numpy()[y])
-    assert not np.array_equal(y, np.arange(10)), "the epoch was not shuffled"
-
-
-def test_same_seed_gives_the_same_orders_and_epochs_differ() -> None:
-    d = _array_data(12, 5)
-    first = tf.random.Generator.from_seed(1234)
-    second = tf.random.Generator.from_seed(1234)
-    epochs_first = [_order(d, first) for _ in range(3)]
-    epochs_second = [_order(d, second) for _ in range(3)]
-    for a, b in zip(epochs_first, epochs_second, strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(epochs_first[0], epochs_first[1])
-    assert not np.array_equal(epochs_first[1], epochs_first[2])
-    other = _order(d, tf.random.Generator.from_seed(4321))
-    assert not np.array_equal(other, epochs_first[0])
-
-
-@pytest.mark.parametrize("batch_size", [4, 50])
-def test_a_single_full_batch_is_not_shuffled(batch_size: int) -> None:
-    d = _array_data(4, batch_size)
-    generator = tf.random.Generator.from_seed(0)
-    state = generator.state.numpy().copy()
-    batches = list(d.batches(shuffle=True, generator=generator))
-    assert len(batches) == 1
-    np.testing.assert_array_equal(batches[0][0].numpy(), d.x.numpy())
-    np.testing.assert_array_equal(batches[0][1].numpy(), np.arange(4))
-    np.testing.assert_array_equal(generator.state.numpy(), state)  # no draw was made
-    # ... and no generator is needed for it
-    assert len(list(d.batches(shuffle=True, generator=None))) == 1
-
-
-def test_shuffling_several_batches_needs_a_generator() -> None:
-    with pytest.raises(ValueError, match="`generator`"):
-        list(_array_data(10, 3).batches(shuffle=True))
-
-
-@given(
-    n=st.integers(1, 40),
-    batch_size=st.integers(1, 45),
-    shuffle=st.booleans(),
-    seed=st.integers(0, 2**31 - 1),
-)
-def test_every_pass_visits_each_example_once(
-    n: int, batch_size: int, shuffle: bool, seed: int
-) -> None:
-    d = _array_data(n, batch_size, features=1)
-    batches = list(d.batches(shuffle=shuffle, generator=tf.random.Generator.from_seed(seed)))
-    sizes = [b[2] for b in batches]
-    assert len(batches) == d.steps == math.ceil(n / batch_size)
-    assert sizes == [int(b[0].shape[0]) for b in batches] == [int(b[1].shape[0]) for b in batches]
-    assert all(size == batch_size for size in sizes[:-1])
-    assert sum(sizes) == n
-    x, y = _rows(batches)
-    assert sorted(y.tolist()) == list(range(n))
-    np.testing.assert_array_equal(x, d.x.numpy()[y])
-    if not shuffle or d.steps == 1:
-        np.testing.assert_array_equal(y, np.arange(n))
 
 
 # -- datasets ---------------------------------------------------------------

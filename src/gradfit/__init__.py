@@ -1,15 +1,16 @@
 """gradfit: reusable, compiled training loops for TensorFlow 2.
 
-Bring a :class:`Model`, a :class:`Loss` and an :class:`UpdateRule`; a
-:class:`Trainer` fits them with a compiled ``GradientTape`` step while
-callbacks record what happened::
+Bring a :class:`Model`, a :class:`Loss` and an :class:`UpdateRule` -- or a
+whole :class:`Task` with its own training step -- and a :class:`Trainer`
+fits it with a compiled ``GradientTape`` loop while callbacks record what
+happened::
 
     import gradfit as gf
 
     history = gf.Trainer(gf.LinearModel(), gf.L2(), gf.SGD(0.1)).fit(x, y, epochs=10)
 """
 
-from gradfit import callbacks, saving, schedules
+from gradfit import callbacks, saving, schedules, training
 from gradfit.callbacks import (
     Callback,
     EarlyStopping,
@@ -26,7 +27,7 @@ from gradfit.losses import (
     SparseCategoricalCrossentropy,
 )
 from gradfit.models import MLP, LinearModel, Model
-from gradfit.trainer import NonFiniteError, Trainer
+from gradfit.training import NonFiniteError, StepLogs, SupervisedTask, Task, Trainer
 from gradfit.update_rules import (
     SGD,
     Adagrad,
@@ -69,6 +70,9 @@ __all__ = [
     "RMSProp",
     "RecordVariables",
     "SparseCategoricalCrossentropy",
+    "StepLogs",
+    "SupervisedTask",
+    "Task",
     "Trainer",
     "UpdateRule",
     "__version__",
@@ -79,4 +83,5 @@ __all__ = [
     "clip_by_value",
     "saving",
     "schedules",
+    "training",
 ]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 
-def _echo(value: Any) -> str:
+def echo(value: Any) -> str:
     """Returns a short, readable rendering of ``value`` for error messages."""
     text = repr(value)
     if len(text) > 120:
@@ -26,7 +26,7 @@ def _echo(value: Any) -> str:
 
 def received(name: str, value: Any) -> str:
     """Returns the ``Received: name=value`` suffix used by every message."""
-    return f"Received: {name}={_echo(value)}"
+    return f"Received: {name}={echo(value)}"
 
 
 def positive_int(name: str, value: Any) -> int:

@@ -12,7 +12,7 @@ checked through its ``element_spec`` and its features cast the same way.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,7 @@ def _describe(value: Any) -> str:
     dtype = getattr(value, "dtype", None)
     if shape is not None and dtype is not None:
         return f"{type(value).__name__} of shape {tuple(shape)} and dtype {dtype}"
-    return v._echo(value)
+    return v.echo(value)
 
 
 def _kind(dtype: tf.DType) -> str:
@@ -85,23 +85,8 @@ def to_tensor(name: str, value: Any, float_dtype: tf.DType, *, keep_int: bool = 
         kind = _kind(tensor.dtype)
         shape: tuple[int, ...] = tuple(tensor.shape.as_list())
     else:
-        try:
-            array = np.asarray(value)
-        except (ValueError, TypeError) as err:
-            raise ValueError(
-                f"`{name}` must be rectangular (all rows of equal length), numeric data. "
-                f"Could not convert it to an array ({err}). {v.received(name, value)}"
-            ) from None
-        kind = array.dtype.kind
+        array, tensor, kind = _as_array(name, value)
         shape = array.shape
-        tensor = None
-        if kind == "V":  # NumPy extension floats from ml_dtypes (bfloat16, float8...)
-            try:
-                extension = tf.as_dtype(array.dtype)
-            except TypeError:
-                extension = None
-            if extension is not None and extension.is_floating:
-                tensor, kind = tf.convert_to_tensor(array), "f"
     if kind not in _NUMERIC_KINDS:
         raise TypeError(
             f"`{name}` must hold numbers (bool, int or float), not dtype "
@@ -133,6 +118,26 @@ def to_tensor(name: str, value: Any, float_dtype: tf.DType, *, keep_int: bool = 
     if target is not None and tensor.dtype != target:
         tensor = tf.cast(tensor, target)
     return _check_finite(name, value, tensor)
+
+
+def _as_array(name: str, value: Any) -> tuple[np.ndarray, tf.Tensor | None, str]:
+    """``value`` as a NumPy array, a tensor for NumPy extension floats, and its kind letter."""
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"`{name}` must be rectangular (all rows of equal length), numeric data. "
+            f"Could not convert it to an array ({err}). {v.received(name, value)}"
+        ) from None
+    kind, tensor = array.dtype.kind, None
+    if kind == "V":  # NumPy extension floats from ml_dtypes (bfloat16, float8...)
+        try:
+            extension = tf.as_dtype(array.dtype)
+        except TypeError:
+            extension = None
+        if extension is not None and extension.is_floating:
+            tensor, kind = tf.convert_to_tensor(array), "f"
+    return array, tensor, kind
 
 
 def _chunked_to_device(
@@ -228,38 +233,30 @@ class ArrayData:
             return None
         return tf.TensorSpec([None, *self.y.shape[1:]], self.y.dtype)
 
-    def batches(
-        self, shuffle: bool = False, generator: tf.random.Generator | None = None
-    ) -> Iterator[tuple[tf.Tensor, tf.Tensor | None, int]]:
-        """Yields ``(x_batch, y_batch, batch_size)`` for one pass over the data.
+    @property
+    def arrays(self) -> tuple[tf.Tensor, ...]:
+        """The tensors a batch is sliced from: ``(x,)``, or ``(x, y)``."""
+        return (self.x,) if self.y is None else (self.x, self.y)
 
-        Args:
-            shuffle: Visit the examples in a fresh random order (drawn from
-                ``generator``); a single full batch is never shuffled, since
-                its mean gradient does not depend on the order.
-            generator: Source of the permutation when shuffling.
-        """
+    @property
+    def batch_spec(self) -> Any:
+        """The spec of a batch as a task sees it: ``x_spec``, or ``(x_spec, y_spec)``."""
+        return self.x_spec if self.y_spec is None else (self.x_spec, self.y_spec)
+
+    def pack(self, tensors: Sequence[tf.Tensor]) -> Any:
+        """The batch a task sees from tensors sliced like :attr:`arrays`: ``x`` or ``(x, y)``."""
+        return tensors[0] if self.y is None else tuple(tensors)
+
+    def batches(self) -> Iterator[tuple[tf.Tensor, tf.Tensor | None, int]]:
+        """Yields ``(x_batch, y_batch, batch_size)`` for one pass over the data, in order."""
         n, size = self.num_examples, self.batch_size
-        order = None
-        if shuffle and self.steps > 1:
-            if generator is None:
-                raise ValueError("`generator` is required when shuffling.")
-            order = tf.argsort(generator.uniform([n]), stable=True)
         for start in range(0, n, size):
             stop = min(start + size, n)
-            if order is None:
-                if start == 0 and stop == n:
-                    yield self.x, self.y, n
-                else:
-                    yield (
-                        self.x[start:stop],
-                        None if self.y is None else self.y[start:stop],
-                        (stop - start),
-                    )
+            if start == 0 and stop == n:
+                yield self.x, self.y, n
             else:
-                idx = order[start:stop]
-                y_batch = None if self.y is None else tf.gather(self.y, idx)
-                yield tf.gather(self.x, idx), y_batch, stop - start
+                y_batch = None if self.y is None else self.y[start:stop]
+                yield self.x[start:stop], y_batch, stop - start
 
 
 @dataclass
@@ -276,13 +273,13 @@ class DatasetData:
         cardinality = int(self.dataset.cardinality())
         return cardinality if cardinality >= 0 else None
 
-    def batches(
-        self, shuffle: bool = False, generator: tf.random.Generator | None = None
-    ) -> Iterator[tuple[tf.Tensor, tf.Tensor | None, int | None]]:
-        """Yields ``(x_batch, y_batch, None)`` for one pass over the dataset.
+    @property
+    def batch_spec(self) -> Any:
+        """The spec of an element as a task sees it: ``x_spec``, or ``(x_spec, y_spec)``."""
+        return self.x_spec if self.y_spec is None else (self.x_spec, self.y_spec)
 
-        ``shuffle`` and ``generator`` are ignored: a dataset shuffles itself.
-        """
+    def batches(self) -> Iterator[tuple[tf.Tensor, tf.Tensor | None, int | None]]:
+        """Yields ``(x_batch, y_batch, None)`` for one pass over the dataset."""
         for element in self.dataset:
             if self.y_spec is None:
                 yield element, None, None
@@ -291,6 +288,19 @@ class DatasetData:
 
 
 Data = ArrayData | DatasetData
+
+
+def example_batch(spec: Any) -> Any:
+    """An all-zero batch of the structure ``spec`` (nested ``tf.TensorSpec``), static shapes.
+
+    Unknown per-example sizes are 1; the number of examples is one no
+    per-example dimension has, so shapes cannot match by luck.
+    """
+    specs = tf.nest.flatten(spec)
+    dims = [[d or 1 for d in s.shape[1:]] for s in specs]
+    n = next(k for k in range(2, 2**31) if all(k not in d for d in dims))
+    zeros = [tf.zeros([n, *d], s.dtype) for s, d in zip(specs, dims, strict=True)]
+    return tf.nest.pack_sequence_as(spec, zeros)
 
 
 def _dataset_spec(
@@ -316,7 +326,11 @@ def _dataset_spec(
 
 
 def from_dataset(
-    name: str, dataset: tf.data.Dataset, float_dtype: tf.DType, *, with_targets: bool = True
+    name: str,
+    dataset: tf.data.Dataset,
+    float_dtype: tf.DType,
+    *,
+    with_targets: bool | None = True,
 ) -> DatasetData:
     """Checks a dataset's ``element_spec`` and casts its features.
 
@@ -325,7 +339,8 @@ def from_dataset(
         dataset: Elements are ``(x, y)`` batches (or ``x`` batches when
             ``with_targets`` is false).
         float_dtype: The model's float dtype.
-        with_targets: Whether elements carry targets.
+        with_targets: Whether elements carry targets; ``None``: they do when
+            they are pairs.
     """
     cardinality = int(dataset.cardinality())
     if cardinality == tf.data.INFINITE_CARDINALITY:
@@ -337,6 +352,8 @@ def from_dataset(
     if cardinality == 0:
         raise ValueError(f"`{name}` is an empty tf.data.Dataset. Received: {name}={dataset}")
     spec = dataset.element_spec
+    if with_targets is None:
+        with_targets = isinstance(spec, tuple) and len(spec) == 2
     if with_targets:
         if not isinstance(spec, tuple) or len(spec) != 2:
             raise ValueError(
@@ -372,7 +389,7 @@ def prepare(
     float_dtype: tf.DType,
     batch_size: int | None,
     names: tuple[str, str] = ("x", "y"),
-    with_targets: bool = True,
+    with_targets: bool | None = True,
 ) -> Data:
     """Validates ``x`` and ``y`` and returns batchable data.
 
@@ -383,7 +400,8 @@ def prepare(
         batch_size: Examples per batch; ``None`` means all in one batch. Must
             be ``None`` for datasets, which are batched already.
         names: The names of the two arguments, for messages.
-        with_targets: ``False`` for ``predict``, where ``y`` is not used.
+        with_targets: ``False`` for ``predict``, where ``y`` is not used;
+            ``None`` when targets are optional (used when given).
     """
     x_name, y_name = names
     batch_size = v.optional_positive_int("batch_size", batch_size)
@@ -401,6 +419,8 @@ def prepare(
         return from_dataset(x_name, x, float_dtype, with_targets=with_targets)
     x_tensor = to_tensor(x_name, x, float_dtype)
     y_tensor = None
+    if with_targets is None:
+        with_targets = y is not None
     if with_targets:
         if y is None:
             raise TypeError(

@@ -100,6 +100,7 @@ class Model(tf.Module, abc.ABC):
             input_shape: Shape of a batch of inputs, examples axis first.
         """
 
+    @tf.autograph.experimental.do_not_convert  # plain Python, also when called in a trace
     def maybe_build(self, input_shape: Sequence[int | None] | tf.TensorShape) -> None:
         """Builds the model once, eagerly, or checks a later input against it.
 

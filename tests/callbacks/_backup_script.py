@@ -30,8 +30,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 
 import gradfit as gf
-from gradfit import saving
 from gradfit.callbacks import backup as backup_module
+from gradfit.checkpoint import backup as engine
+from gradfit.checkpoint import io as checkpoint_io
 
 EPOCHS = 6
 PAUSE = 0.03
@@ -74,9 +75,9 @@ def main(argv: list[str]) -> None:
     directory, out, *flags = argv
     slow = "--slow" in flags
     real_write, real_place, real_state = (
-        saving.write_checkpoint,
-        saving._place,
-        saving._write_state,
+        checkpoint_io.write_checkpoint,
+        checkpoint_io._place,
+        checkpoint_io._write_state,
     )
 
     real_save_steps = backup_module.BackupAndRestore.save_steps
@@ -103,13 +104,13 @@ def main(argv: list[str]) -> None:
             time.sleep(PAUSE)
         return real_state(*args, **kwargs)
 
-    saving.write_checkpoint, saving._place, saving._write_state = (
+    checkpoint_io.write_checkpoint, checkpoint_io._place, checkpoint_io._write_state = (
         write_checkpoint,
         place,
         write_state,
     )
     backup_module.BackupAndRestore.save_steps = save_steps  # type: ignore[method-assign]
-    assert backup_module.saving is saving
+    assert engine.io is checkpoint_io  # the backup engine writes through these functions
     epoch_now: list[int] = [-1]
     step_now: list[int | None] = [None]
     every = flags[flags.index("--every") + 1] if "--every" in flags else "epoch"

@@ -8,6 +8,7 @@ from gradfit.callbacks.history import History
 from gradfit.callbacks.lambda_callback import LambdaCallback
 from gradfit.callbacks.lr_scheduler import LearningRateScheduler
 from gradfit.callbacks.model_checkpoint import ModelCheckpoint
+from gradfit.callbacks.monitor import MonitorCallback
 from gradfit.callbacks.progress_bar import ProgressBar
 from gradfit.callbacks.record_variables import RecordVariables
 from gradfit.callbacks.reduce_lr import ReduceLROnPlateau
@@ -23,6 +24,7 @@ __all__ = [
     "LambdaCallback",
     "LearningRateScheduler",
     "ModelCheckpoint",
+    "MonitorCallback",
     "ProgressBar",
     "RecordVariables",
     "ReduceLROnPlateau",

@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import dataclasses
-import glob
-import json
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import tensorflow as tf
 
 from gradfit import _validation as v
-from gradfit import saving
 from gradfit.callbacks.base import Callback, Logs
 from gradfit.callbacks.history import History
+from gradfit.checkpoint import backup as engine
+
+if TYPE_CHECKING:
+    from gradfit.training.state import RunState
 
 logger = logging.getLogger("gradfit")
-
-_PREFIX = "backup"
-"""The checkpoint's prefix inside the backup directory."""
-
-_FORMAT = 2
-_READS = (1, 2)  # format 1 (gradfit 0.1) had no mid-epoch fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,49 +48,6 @@ def _stateful(callback: Any) -> bool:
     return callable(getattr(callback, "get_state", None)) and callable(
         getattr(callback, "set_state", None)
     )
-
-
-def _encode(value: Any) -> Any:
-    """A JSON-ready copy of a callback state: NumPy arrays become base64 records."""
-    if isinstance(value, np.ndarray | np.generic):
-        array = np.ascontiguousarray(value)
-        return {
-            "__ndarray__": base64.b64encode(array.tobytes()).decode("ascii"),
-            "dtype": array.dtype.str,
-            "shape": list(array.shape),
-        }
-    if isinstance(value, dict):
-        if not all(isinstance(k, str) for k in value):
-            raise TypeError(f"callback state dicts must have string keys; received {value!r}")
-        return {"__dict__": {k: _encode(item) for k, item in value.items()}}
-    if isinstance(value, list | tuple):
-        return [_encode(item) for item in value]
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    raise TypeError(
-        "BackupAndRestore can save callback states made of None, bools, numbers, strings, "
-        f"lists, dicts and NumPy arrays; received a {type(value).__name__}: {value!r}"
-    )
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, dict):
-        if "__ndarray__" in value:
-            data = base64.b64decode(value["__ndarray__"])
-            array = np.frombuffer(data, dtype=np.dtype(value["dtype"]))
-            return array.reshape(value["shape"]).copy()
-        return {k: _decode(item) for k, item in value["__dict__"].items()}
-    if isinstance(value, list):
-        return [_decode(item) for item in value]
-    return value
-
-
-class _State(tf.Module):
-    """The backup's non-tensor part: one JSON document in a string variable."""
-
-    def __init__(self) -> None:
-        super().__init__(name="backup_state")
-        self.json = tf.Variable("", dtype=tf.string, trainable=False, name="json")
 
 
 class BackupAndRestore(Callback):
@@ -203,38 +152,15 @@ class BackupAndRestore(Callback):
         self.restored_step = 0
         """Steps of the epoch after ``restored_epoch`` that the restored backup held."""
         self._pending: dict[str, Any] | None = None
-        self._checkpoint: tf.train.Checkpoint | None = None
-        self._state: _State | None = None
+        self._store: engine.BackupStore | None = None
         self._others: list[Any] = []
         self._history: History | None = None
 
-    # -- the checkpoint ----------------------------------------------------
-
-    @property
-    def _prefix(self) -> str:
-        return os.path.join(self.directory, _PREFIX)
-
-    def _make_checkpoint(self) -> tf.train.Checkpoint:
+    def _run_state(self) -> RunState:
         trainer = self.trainer
         if trainer is None:
             raise RuntimeError("BackupAndRestore is not attached to a trainer.")
-        with tf.init_scope():
-            self._state = _State()
-        return tf.train.Checkpoint(
-            model=trainer.model,
-            update_rule=trainer.update_rule,
-            generator=trainer.generator,
-            backup=self._state,
-        )
-
-    def _latest(self) -> str | None:
-        if not os.path.isdir(self.directory):
-            return None
-        with contextlib.suppress(Exception):
-            latest = tf.train.latest_checkpoint(self.directory)
-            if latest is not None and os.path.exists(latest + ".index"):
-                return str(latest)
-        return None
+        return trainer.state
 
     def bind(self, callbacks: Sequence[Callback], history: History) -> None:
         """Receives the fit's callbacks and History before ``on_train_begin`` (by the Trainer).
@@ -256,24 +182,14 @@ class BackupAndRestore(Callback):
         self.restored_epoch = None
         self.restored_step = 0
         self._pending = None
-        self._checkpoint = self._make_checkpoint()
-        latest = self._latest()
+        trainer = self.trainer
+        if trainer is None:
+            raise RuntimeError("BackupAndRestore is not attached to a trainer.")
+        self._store = store = engine.BackupStore(self.directory, trainer.checkpoint_items())
+        latest = store.latest()
         if latest is None:
             return
-        reader = saving._reader(latest, self.directory)
-        key = f"backup/json{saving._VALUE}"
-        if not reader.has_tensor(key):
-            raise ValueError(
-                "`directory` holds a checkpoint that BackupAndRestore did not write; use an "
-                f"empty directory for the backup. {v.received('directory', self.directory)}"
-            )
-        document = json.loads(reader.get_tensor(key).decode("utf-8"))
-        if document.get("format") not in _READS:
-            raise ValueError(
-                f"The backup in `directory` has format {document.get('format')!r}; this "
-                f"gradfit reads formats {list(_READS)}. "
-                f"{v.received('directory', self.directory)}"
-            )
+        document = store.document(latest)
         names = [type(cb).__qualname__ for cb in self._others]
         saved = [entry["type"] for entry in document["callbacks"]]
         if names != saved:
@@ -283,14 +199,7 @@ class BackupAndRestore(Callback):
                 f"backup to start afresh. {v.received('directory', self.directory)}"
             )
         self._check_steps(document)
-        keep = ("model/", "update_rule/", "generator/", "backup/")
-        saving._check_layout(
-            saving._layout(reader, keep),
-            saving._expected_layout(self._checkpoint, keep),
-            "trainer",
-            self.directory,
-        )
-        saving._read(self._checkpoint, latest, self.directory)
+        store.restore(latest)
         self._pending = document
         logger.info(
             "BackupAndRestore: restored %s (epoch %d done, then %d steps).",
@@ -304,12 +213,11 @@ class BackupAndRestore(Callback):
         step = int(document.get("step", 0))
         if not step:
             return
-        steps = self.params.get("steps")
-        width = getattr(self.trainer, "_step_log_width", None)
-        batch_size = getattr(self.trainer, "_step_batch_size", None)
-        saved = _decode(document["step_logs"])
+        run = self._run_state()
+        steps, width, batch_size = self.params.get("steps"), run.step_log_width, run.step_batch_size
+        saved = engine.decode(document["step_logs"])
         saved_width = saved.shape[1] if saved.ndim == 2 else None
-        sizes = _decode(document["step_sizes"])
+        sizes = engine.decode(document["step_sizes"])
         saved_sizes = sorted({int(size) for size in sizes})
         if (
             (steps is not None and step >= steps)
@@ -329,7 +237,7 @@ class BackupAndRestore(Callback):
         """Finishes a restore after every ``on_train_begin`` ran (the Trainer calls it).
 
         Restores the other callbacks' states (their ``on_train_begin``
-        reset them), pre-fills the History and the trainer's counters.
+        reset them), pre-fills the History and the run's state.
 
         Returns:
             Where to carry on, or ``None`` when there was no backup.
@@ -339,11 +247,11 @@ class BackupAndRestore(Callback):
         if document is None or self.trainer is None or history is None:
             return None
         for cb, entry in zip(self._others, document["callbacks"], strict=True):
-            cb.set_state(_decode(entry["state"]))
+            cb.set_state(engine.decode(entry["state"]))
         history.history = {k: list(values) for k, values in document["history"].items()}
         history.epoch = [int(e) for e in document["history_epochs"]]
-        trainer = self.trainer
-        trainer._nonfinite_run = int(document["nonfinite_run"])
+        run = self._run_state()
+        run.nonfinite_run = int(document["nonfinite_run"])
         epoch = int(document["epoch"])  # the last whole epoch (-1: none yet)
         step = int(document.get("step", 0))
         self.restored_epoch = epoch if epoch >= 0 else None
@@ -352,42 +260,40 @@ class BackupAndRestore(Callback):
         steps_done = int(document.get("steps_done", 0))
         if not step:
             if document["stop_training"]:  # the run had stopped: nothing left to train
-                trainer.stop_training = True
+                run.stop_training = True
                 return Resume(max(epoch + 1, int(self.params.get("epochs", 0))), last, steps_done)
             return Resume(epoch + 1, last, steps_done)
         # Saved mid-epoch: a stop asked for by then ends the run after this epoch, as it did.
-        trainer.stop_training = bool(document["stop_training"])
+        run.stop_training = bool(document["stop_training"])
         return Resume(
             epoch + 1,
             last,
             steps_done,
             step=step,
-            step_logs=_decode(document["step_logs"]),
-            step_sizes=_decode(document["step_sizes"]),
-            generator_state=_decode(document["generator_state"]),
+            step_logs=engine.decode(document["step_logs"]),
+            step_sizes=engine.decode(document["step_sizes"]),
+            generator_state=engine.decode(document["generator_state"]),
         )
 
     def _write(self, epoch: int, steps_done: int, extra: dict[str, Any]) -> None:
-        trainer = self.trainer
-        if trainer is None or self._checkpoint is None or self._state is None:
+        if self.trainer is None or self._store is None:
             return
-        history = self._history
-        document = {
-            "format": _FORMAT,
-            "epoch": int(epoch),
-            "steps_done": int(steps_done),
-            "stop_training": bool(trainer.stop_training),
-            "nonfinite_run": int(trainer._nonfinite_run),
-            "history": {} if history is None else history.history,
-            "history_epochs": [] if history is None else [int(e) for e in history.epoch],
-            "callbacks": [
-                {"type": type(cb).__qualname__, "state": _encode(cb.get_state())}
-                for cb in self._others
-            ],
-            **extra,
-        }
-        self._state.json.assign(json.dumps(document, allow_nan=True))
-        saving.write_checkpoint(self._checkpoint, self._prefix, update_latest=True)
+        history, run = self._history, self._run_state()
+        self._store.write(
+            {
+                "epoch": int(epoch),
+                "steps_done": int(steps_done),
+                "stop_training": bool(run.stop_training),
+                "nonfinite_run": int(run.nonfinite_run),
+                "history": {} if history is None else history.history,
+                "history_epochs": [] if history is None else [int(e) for e in history.epoch],
+                "callbacks": [
+                    {"type": type(cb).__qualname__, "state": engine.encode(cb.get_state())}
+                    for cb in self._others
+                ],
+                **extra,
+            }
+        )
 
     def save(self, epoch: int, *, steps_done: int = 0) -> None:
         """Saves the backup after epoch ``epoch`` (the Trainer calls it after ``on_epoch_end``).
@@ -426,30 +332,17 @@ class BackupAndRestore(Callback):
             steps_done,
             {
                 "step": int(step),
-                "step_logs": _encode(np.asarray(logs)),
-                "step_sizes": _encode(np.asarray(sizes)),
-                "generator_state": _encode(np.asarray(generator_state)),
+                "step_logs": engine.encode(np.asarray(logs)),
+                "step_sizes": engine.encode(np.asarray(sizes)),
+                "generator_state": engine.encode(np.asarray(generator_state)),
             },
         )
 
     def on_train_end(self, logs: Logs | None = None) -> None:
         """The run finished: removes the backup."""
-        self._checkpoint = None
-        self._state = None
+        self._store = None
         self.remove()
 
     def remove(self) -> None:
         """Removes the backup's files (and the directory, when that leaves it empty)."""
-        directory = self.directory
-        if not os.path.isdir(directory):
-            return
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(directory, "checkpoint"))  # first: no backup from here on
-        escaped = glob.escape(directory)
-        names = glob.glob(os.path.join(escaped, f"{_PREFIX}.*"))
-        names += glob.glob(os.path.join(escaped, f".{_PREFIX}.gradfit-tmp-*"))
-        names += glob.glob(os.path.join(escaped, "checkpoint.gradfit-tmp-*"))
-        for name in names:
-            saving._discard(name)
-        with contextlib.suppress(OSError):
-            os.rmdir(directory)
+        engine.remove(self.directory)

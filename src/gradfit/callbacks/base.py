@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from gradfit import _validation as v
 
 if TYPE_CHECKING:
-    from gradfit.trainer import Trainer
+    from gradfit.training.trainer import Trainer
 
 Logs = dict[str, float]
-
-HOOKS = (
-    "on_train_begin",
-    "on_train_end",
-    "on_epoch_begin",
-    "on_epoch_end",
-    "on_train_batch_begin",
-    "on_train_batch_end",
-)
 
 
 class Callback:
@@ -102,43 +92,6 @@ def overrides(callback: Callback, hook: str) -> bool:
     return getattr(type(callback), hook) is not getattr(Callback, hook)
 
 
-def improved(value: float, best: float, mode: str, min_delta: float = 0.0) -> bool:
-    """Whether ``value`` beats ``best`` by more than ``min_delta`` (lower for ``"min"``)."""
-    if mode == "min":
-        return value < best - min_delta
-    return value > best + min_delta
-
-
-def resolve_monitor(owner: str, monitor: str, available: Any) -> str:
-    """The epoch log a monitoring callback should watch.
-
-    ``monitor`` itself when the logs will hold it (or nothing is known);
-    without validation data a ``"val_*"`` monitor falls back to the training
-    quantity, with a warning; anything else is a ``ValueError`` naming
-    ``monitor``, raised before training starts.
-
-    Args:
-        owner: The callback's class name, for the warning.
-        monitor: The requested log name.
-        available: The names the epoch logs will carry (``params["metrics"]``).
-    """
-    if available is None or monitor in available:
-        return monitor
-    fallback = monitor[4:] if monitor.startswith("val_") else None
-    if fallback is not None and fallback in available:
-        warnings.warn(
-            f"{owner} monitors {monitor!r}, but there is no validation data; "
-            f"monitoring {fallback!r} instead.",
-            UserWarning,
-            stacklevel=3,
-        )
-        return fallback
-    raise ValueError(
-        f"`monitor` names a quantity the epoch logs will not hold. Available: "
-        f"{sorted(available)}. {v.received('monitor', monitor)}"
-    )
-
-
 def check_callbacks(name: str, callbacks: Any) -> list[Callback]:
     """Checks that ``callbacks`` is an iterable of :class:`Callback` instances."""
     if callbacks is None:
@@ -156,7 +109,7 @@ def check_callbacks(name: str, callbacks: Any) -> list[Callback]:
             raise TypeError(
                 f"`{name}` must contain only gradfit Callback objects (subclass "
                 f"gradfit.callbacks.Callback, or use LambdaCallback). Received an element of "
-                f"type {type(item).__name__}: {v._echo(item)}"
+                f"type {type(item).__name__}: {v.echo(item)}"
             )
     return found
 

@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 
 from gradfit import _validation as v
-from gradfit.callbacks.base import Callback, Logs, improved, resolve_monitor
+from gradfit.callbacks.base import Logs
+from gradfit.callbacks.monitor import MonitorCallback
 
 
-class EarlyStopping(Callback):
+class EarlyStopping(MonitorCallback):
     """Stops training when ``monitor`` has not improved for ``patience`` epochs.
 
     An epoch improves on the best so far when the monitored value is lower
@@ -46,45 +47,24 @@ class EarlyStopping(Callback):
         *,
         mode: str = "auto",
     ) -> None:
-        super().__init__()
-        if not isinstance(monitor, str) or not monitor:
-            raise TypeError(
-                f"`monitor` must be a non-empty string. {v.received('monitor', monitor)}"
-            )
+        super().__init__(monitor, mode, min_delta)
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ValueError(
                 f"`patience` must be a non-negative integer. {v.received('patience', patience)}"
             )
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"`mode` must be 'auto', 'min' or 'max'. {v.received('mode', mode)}")
-        self.monitor = monitor
         self.patience = patience
-        self.min_delta = abs(v.non_negative_float("min_delta", min_delta))
         self.restore_best_weights = v.boolean("restore_best_weights", restore_best_weights)
-        if mode == "auto":
-            mode = "max" if "acc" in monitor else "min"
-        self.mode = mode
-        self._reset()
 
     def _reset(self) -> None:
-        self.best = math.inf if self.mode == "min" else -math.inf
+        super()._reset()
         self.best_epoch: int | None = None
         self.stopped_epoch: int | None = None
         self.wait = 0
         self._best_values: list[np.ndarray] | None = None
-        self._key = self.monitor
-
-    def on_train_begin(self, logs: Logs | None = None) -> None:
-        """Resets the state and resolves which log to watch."""
-        self._reset()
-        self._key = resolve_monitor("EarlyStopping", self.monitor, self.params.get("metrics"))
-
-    def _improved(self, value: float) -> bool:
-        return improved(value, self.best, self.mode, self.min_delta)
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         """Tracks the best value and stops training when patience runs out."""
-        value = (logs or {}).get(self._key)
+        value = self.monitored_value(logs)
         if value is None or self.trainer is None:
             return
         if not math.isfinite(value):
@@ -95,7 +75,7 @@ class EarlyStopping(Callback):
                 self.stopped_epoch = epoch
                 self.trainer.stop_training = True
             return
-        if self._improved(value) or self.best_epoch is None:
+        if self.is_improvement(value) or self.best_epoch is None:
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
                 self._best_values = [var.numpy() for var in self.trainer.model.variables]
@@ -137,15 +117,7 @@ class EarlyStopping(Callback):
             state: A dict with exactly the keys ``get_state`` returns.
         """
         keys = ("best", "best_epoch", "stopped_epoch", "wait", "best_weights")
-        if not isinstance(state, Mapping):
-            raise TypeError(
-                "`state` must be a dict from EarlyStopping.get_state(). "
-                f"{v.received('state', state)}"
-            )
-        if set(state) != set(keys):
-            raise ValueError(
-                f"`state` must have exactly the keys {list(keys)}. {v.received('state', state)}"
-            )
+        state = self._check_state(state, keys)
         counters: dict[str, int | None] = {}
         for key, optional in (("best_epoch", True), ("stopped_epoch", True), ("wait", False)):
             value = state[key]
@@ -169,10 +141,4 @@ class EarlyStopping(Callback):
 
     def get_config(self) -> dict[str, Any]:
         """Returns the constructor arguments."""
-        return {
-            "monitor": self.monitor,
-            "patience": self.patience,
-            "min_delta": self.min_delta,
-            "restore_best_weights": self.restore_best_weights,
-            "mode": self.mode,
-        }
+        return self._config("monitor", "patience", "min_delta", "restore_best_weights", "mode")

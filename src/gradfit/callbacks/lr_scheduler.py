@@ -49,13 +49,13 @@ def learning_rate_value(name: str, value: Any, where: str) -> float:
     if isinstance(number, bool | np.bool_) or not isinstance(number, numbers.Real):
         raise TypeError(
             f"`{name}` must return a real number (the new learning rate); {where} it returned "
-            f"{v._echo(value)} of type {type(value).__name__}."
+            f"{v.echo(value)} of type {type(value).__name__}."
         )
     rate = float(number)
     if not math.isfinite(rate) or rate < 0:
         raise ValueError(
             f"`{name}` must return a finite, non-negative learning rate; {where} it returned "
-            f"{v._echo(value)}."
+            f"{v.echo(value)}."
         )
     return rate
 

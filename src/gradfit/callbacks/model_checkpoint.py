@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import logging
-import math
 import numbers
 import os
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from gradfit import _validation as v
 from gradfit import saving
-from gradfit.callbacks.base import Callback, Logs, improved, resolve_monitor
+from gradfit.callbacks.base import Logs
 from gradfit.callbacks.csv_logger import check_path
+from gradfit.callbacks.monitor import MonitorCallback
 
 logger = logging.getLogger("gradfit")
 
@@ -51,7 +51,7 @@ def _template_fields(path: str) -> set[str]:
     return fields
 
 
-class ModelCheckpoint(Callback):
+class ModelCheckpoint(MonitorCallback):
     """Saves the model's variables at the end of every epoch, or of every improving one.
 
     ``path`` is a checkpoint prefix and a format string, filled in at each
@@ -108,36 +108,25 @@ class ModelCheckpoint(Callback):
         mode: str = "auto",
         save_weights_only: bool = True,
     ) -> None:
-        super().__init__()
-        self.path = check_path("path", path)
-        self._fields = _template_fields(self.path)
-        if not isinstance(monitor, str) or not monitor:
-            raise TypeError(
-                f"`monitor` must be a non-empty string. {v.received('monitor', monitor)}"
-            )
+        checked = check_path("path", path)
+        fields = _template_fields(checked)
+        super().__init__(monitor, mode)
+        self.path, self._fields = checked, fields
         self.save_best_only = v.boolean("save_best_only", save_best_only)
-        if not isinstance(mode, str) or mode not in ("auto", "min", "max"):
-            raise ValueError(f"`mode` must be 'auto', 'min' or 'max'. {v.received('mode', mode)}")
         self.save_weights_only = v.boolean("save_weights_only", save_weights_only)
-        self.monitor = monitor
-        if mode == "auto":
-            mode = "max" if "acc" in monitor else "min"
-        self.mode = mode
-        self._key = monitor
-        self.last_path: str | None = None
-        self._reset()
 
     def _reset(self) -> None:
-        self.best = math.inf if self.mode == "min" else -math.inf
+        super()._reset()
         self.best_epoch: int | None = None
         self.best_path: str | None = None
+        self.last_path: str | None = None
 
-    def on_train_begin(self, logs: Logs | None = None) -> None:
-        """Resets the best value, checks ``path``'s fields and resolves the monitor."""
-        self._reset()
-        self.last_path = None
-        self._key = self.monitor
-        available = self.params.get("metrics")
+    def _watches_monitor(self) -> bool:
+        """Only ``save_best_only`` reads ``monitor``."""
+        return self.save_best_only
+
+    def _check_run(self, available: Collection[str] | None) -> None:
+        """Checks, before training, that the epoch logs will hold ``path``'s fields."""
         if available is None:
             return
         missing = sorted(self._fields - {"epoch", *available})
@@ -146,11 +135,6 @@ class ModelCheckpoint(Callback):
                 f"`path` names {missing}, which the epoch logs will not hold. Available: "
                 f"['epoch', *{sorted(available)}]. {v.received('path', self.path)}"
             )
-        if self.save_best_only:
-            self._key = resolve_monitor("ModelCheckpoint", self.monitor, available)
-
-    def _improved(self, value: float) -> bool:
-        return improved(value, self.best, self.mode)
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         """Saves the epoch (every epoch, or only an improving one with ``save_best_only``)."""
@@ -158,8 +142,8 @@ class ModelCheckpoint(Callback):
             return
         logs = logs or {}
         if self.save_best_only:
-            value = logs.get(self._key)
-            if value is None or not self._improved(value):
+            value = self.monitored_value(logs)
+            if value is None or not self.is_improvement(value):
                 return
         try:
             path = self.path.format_map({**logs, "epoch": epoch})
@@ -196,16 +180,7 @@ class ModelCheckpoint(Callback):
         Args:
             state: A dict with exactly the keys ``get_state`` returns.
         """
-        if not isinstance(state, Mapping):
-            raise TypeError(
-                "`state` must be a dict from ModelCheckpoint.get_state(). "
-                f"{v.received('state', state)}"
-            )
-        if set(state) != set(_STATE_KEYS):
-            raise ValueError(
-                f"`state` must have exactly the keys {list(_STATE_KEYS)}. "
-                f"{v.received('state', state)}"
-            )
+        state = self._check_state(state, _STATE_KEYS)
         epoch, best_path = state["best_epoch"], state["best_path"]
         integral = not isinstance(epoch, bool) and isinstance(epoch, numbers.Integral)
         if epoch is not None and not (integral and epoch >= 0):
@@ -224,10 +199,4 @@ class ModelCheckpoint(Callback):
 
     def get_config(self) -> dict[str, Any]:
         """Returns the constructor arguments."""
-        return {
-            "path": self.path,
-            "monitor": self.monitor,
-            "save_best_only": self.save_best_only,
-            "mode": self.mode,
-            "save_weights_only": self.save_weights_only,
-        }
+        return self._config("path", "monitor", "save_best_only", "mode", "save_weights_only")

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
 
 from gradfit import _validation as v
-from gradfit.callbacks.base import Callback, Logs, improved, resolve_monitor
+from gradfit.callbacks.base import Logs
 from gradfit.callbacks.lr_scheduler import check_settable_learning_rate
+from gradfit.callbacks.monitor import MonitorCallback
 
 logger = logging.getLogger("gradfit")
 
@@ -28,7 +28,7 @@ def _non_negative_int(name: str, value: Any) -> int:
     return int(value)
 
 
-class ReduceLROnPlateau(Callback):
+class ReduceLROnPlateau(MonitorCallback):
     """Multiplies the learning rate by ``factor`` when ``monitor`` stops improving.
 
     Keras's rule, epoch by epoch: an epoch improves on the best so far when
@@ -78,33 +78,20 @@ class ReduceLROnPlateau(Callback):
         min_lr: float = 0.0,
         mode: str = "auto",
     ) -> None:
-        super().__init__()
-        if not isinstance(monitor, str) or not monitor:
-            raise TypeError(
-                f"`monitor` must be a non-empty string. {v.received('monitor', monitor)}"
-            )
+        super().__init__(monitor, mode, min_delta)
         number = v.real_number("factor", factor)
         if not 0.0 < number < 1.0:  # also rejects NaN
             raise ValueError(
                 "`factor` must be in the open interval (0, 1): it multiplies the learning rate "
                 f"to reduce it. {v.received('factor', factor)}"
             )
-        if not isinstance(mode, str) or mode not in ("auto", "min", "max"):
-            raise ValueError(f"`mode` must be 'auto', 'min' or 'max'. {v.received('mode', mode)}")
-        self.monitor = monitor
         self.factor = number
         self.patience = _non_negative_int("patience", patience)
-        self.min_delta = v.non_negative_float("min_delta", min_delta)
         self.cooldown = _non_negative_int("cooldown", cooldown)
         self.min_lr = v.non_negative_float("min_lr", min_lr)
-        if mode == "auto":
-            mode = "max" if "acc" in monitor else "min"
-        self.mode = mode
-        self._key = monitor
-        self._reset()
 
     def _reset(self) -> None:
-        self.best = math.inf if self.mode == "min" else -math.inf
+        super()._reset()
         self.wait = 0
         self.cooldown_counter = 0
 
@@ -128,41 +115,27 @@ class ReduceLROnPlateau(Callback):
         Args:
             state: A dict with exactly the keys ``get_state`` returns.
         """
-        if not isinstance(state, Mapping):
-            raise TypeError(
-                f"`state` must be a dict from ReduceLROnPlateau.get_state(). "
-                f"{v.received('state', state)}"
-            )
-        if set(state) != set(_STATE_KEYS):
-            raise ValueError(
-                f"`state` must have exactly the keys {list(_STATE_KEYS)}. "
-                f"{v.received('state', state)}"
-            )
+        state = self._check_state(state, _STATE_KEYS)
         self.best = v.real_number("state['best']", state["best"])
         self.wait = _non_negative_int("state['wait']", state["wait"])
         self.cooldown_counter = _non_negative_int(
             "state['cooldown_counter']", state["cooldown_counter"]
         )
 
-    def on_train_begin(self, logs: Logs | None = None) -> None:
-        """Resets the state, checks the rule's rate can be set and resolves the monitor."""
-        self._reset()
+    def _check_run(self, available: Collection[str] | None) -> None:
+        """Checks, before training, that the update rule's rate can be set."""
         if self.trainer is not None:
             check_settable_learning_rate(self.trainer.update_rule, "ReduceLROnPlateau")
-        self._key = resolve_monitor("ReduceLROnPlateau", self.monitor, self.params.get("metrics"))
-
-    def _improved(self, value: float) -> bool:
-        return improved(value, self.best, self.mode, self.min_delta)
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         """Tracks the best value and reduces the rate when patience runs out."""
-        value = (logs or {}).get(self._key)
+        value = self.monitored_value(logs)
         if value is None or self.trainer is None:
             return
         if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
             self.wait = 0
-        if self._improved(value):
+        if self.is_improvement(value):
             self.best, self.wait = value, 0
             return
         if self.cooldown_counter > 0:

@@ -371,7 +371,7 @@ def _tf_variable(variable: Any) -> tf.Variable:
         return value
     raise TypeError(
         "`model.trainable_variables` must hold tf.Variable (or Keras) variables. "
-        f"Received an element of type {type(variable).__name__}: {v._echo(variable)}"
+        f"Received an element of type {type(variable).__name__}: {v.echo(variable)}"
     )
 
 
@@ -493,7 +493,7 @@ def _arguments(
             tensor = tf.convert_to_tensor(value)
         except (TypeError, ValueError) as err:
             raise TypeError(
-                f"`args` must hold arrays, tensors or numbers. Received: {name}={v._echo(value)}"
+                f"`args` must hold arrays, tensors or numbers. Received: {name}={v.echo(value)}"
             ) from err
         if tensor.dtype.is_complex:
             raise TypeError(f"`args` must be real; {name} has dtype {tensor.dtype.name}.")

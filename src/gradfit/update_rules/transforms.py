@@ -184,7 +184,7 @@ class Chain(_Wrapper):
                 raise TypeError(
                     "`transforms` must be GradientTransforms such as gf.clip_by_global_norm(1.0) "
                     "(or callables `gradients -> gradients`), and only the last argument of "
-                    f"gf.chain an UpdateRule. Received a transform: {v._echo(transform)}"
+                    f"gf.chain an UpdateRule. Received a transform: {v.echo(transform)}"
                 )
         super().__init__(_check_rule("rule", rule), name)
         self.transforms = tuple(transforms)

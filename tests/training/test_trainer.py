@@ -264,7 +264,7 @@ def test_evaluate_runs_all_batches_in_one_compiled_call_with_exact_weighted_mean
         sizes.append(len(t))
     assert got["loss"] == pytest.approx(np.average(losses, weights=sizes), rel=1e-6)
     assert got["mae"] == pytest.approx(np.average(maes, weights=sizes), rel=1e-6)
-    loops = [f for k, f in trainer._functions.items() if k[0] == "eval-arrays" and "loop" in k]
+    loops = [f for k, f in trainer.functions.items() if k[0] == "eval-arrays" and "loop" in k]
     assert len(loops) == 1
     # Validation every epoch, another evaluate and data of other sizes reuse the same trace.
     trainer.fit(x, y, epochs=3, batch_size=6, validation_data=(x, y))
@@ -272,7 +272,7 @@ def test_evaluate_runs_all_batches_in_one_compiled_call_with_exact_weighted_mean
     for n in (6, 12, 24):
         trainer.evaluate(x[:n], y[:n], batch_size=6)
     assert loops[0].experimental_get_tracing_count() == 1
-    assert sum(k[0] == "eval-arrays" and "loop" in k for k in trainer._functions) == 1
+    assert sum(k[0] == "eval-arrays" and "loop" in k for k in trainer.functions) == 1
 
 
 def test_mlp_classifier_learns_a_separable_problem():

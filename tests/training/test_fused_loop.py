@@ -65,7 +65,7 @@ def test_fused_loop_is_bitwise_equal_to_one_step_per_call_without_xla(
     monkeypatch, make_rule, shuffle, in_loop
 ):
     if in_loop:  # gather each shuffled batch inside the loop (as for big batches)
-        monkeypatch.setattr(gf._loops, "GATHER_IN_LOOP_BYTES", 1)
+        monkeypatch.setattr(gf.training.loops, "GATHER_IN_LOOP_BYTES", 1)
     fused_log, single_log = StepLog(), StepLog()
     fused, fused_vars, fused_hist = fit(make_rule(), shuffle=shuffle, callbacks=[fused_log])
     single, single_vars, single_hist = fit(
@@ -96,7 +96,7 @@ def test_fused_loop_under_xla_matches_one_step_per_call(make_rule):
 
 def test_shuffled_batches_gathered_in_the_loop_under_xla_match_blocks(monkeypatch):
     _, blocks, block_hist = fit(adam(), jit=True)
-    monkeypatch.setattr(gf._loops, "GATHER_IN_LOOP_BYTES", 1)
+    monkeypatch.setattr(gf.training.loops, "GATHER_IN_LOOP_BYTES", 1)
     _, in_loop, hist = fit(adam(), jit=True)
     for a, b in zip(blocks, in_loop, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
@@ -117,7 +117,7 @@ def test_steps_per_execution_chunks_agree_and_never_retrace():
 def test_shuffled_blocks_give_what_one_block_gives(monkeypatch, block_bytes, per_call):
     # 16 rows of 4 float32 values = 256 bytes per batch; 5 full batches, then a ragged 3.
     _, reference, ref_hist = fit(sgd(), per_call=per_call)
-    monkeypatch.setattr(gf._loops, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(gf.training.loops, "BLOCK_BYTES", block_bytes)
     log = StepLog()
     trainer, blocked, hist = fit(sgd(), per_call=per_call, callbacks=[log])
     for a, b in zip(reference, blocked, strict=True):
@@ -130,9 +130,9 @@ def test_shuffled_blocks_give_what_one_block_gives(monkeypatch, block_bytes, per
 @pytest.mark.parametrize("block_bytes", [None, 512, "in-loop"])
 def test_shuffled_batches_follow_the_generator_permutation(monkeypatch, block_bytes):
     if block_bytes == "in-loop":
-        monkeypatch.setattr(gf._loops, "GATHER_IN_LOOP_BYTES", 1)
+        monkeypatch.setattr(gf.training.loops, "GATHER_IN_LOOP_BYTES", 1)
     elif block_bytes is not None:
-        monkeypatch.setattr(gf._loops, "BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(gf.training.loops, "BLOCK_BYTES", block_bytes)
     # With W = b = 0 and lr = 0, each step's loss is the mean of its targets squared.
     trainer = gf.Trainer(gf.LinearModel(weight_init=0.0, bias_init=0.0), gf.L2(), gf.SGD(0.0))
     log = StepLog()
@@ -296,7 +296,7 @@ def test_auto_jit_uses_xla_when_it_can_and_the_fit_is_long_enough():
     # A short fit does not pay for compilation: no XLA, and the cached XLA loop is kept.
     trainer.fit(X, Y, batch_size=16, epochs=2)
     assert trainer.train_function.jit_compile is False
-    assert gf.trainer.AUTO_JIT_MIN_STEPS == 100
+    assert gf.training.compile.AUTO_JIT_MIN_STEPS == 100
 
 
 @pytest.mark.parametrize(

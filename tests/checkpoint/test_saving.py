@@ -10,6 +10,7 @@ import tensorflow as tf
 
 import gradfit as gf
 from gradfit import saving
+from gradfit.checkpoint import io as checkpoint_io
 from gradfit.models import variables_by_path
 
 
@@ -244,7 +245,7 @@ def test_a_save_interrupted_mid_way_never_leaves_a_corrupt_latest(tmp_path, monk
 
     # Dies while moving the new files over the old ones: the latest pointer names the
     # complete temporary copy of the new checkpoint, never a half-replaced one.
-    real_place = saving._place
+    real_place = checkpoint_io._place
 
     def dies_after_one_file(source, target, staging, *, keep_source):
         real_place(source, target, staging, keep_source=keep_source)
@@ -252,7 +253,7 @@ def test_a_save_interrupted_mid_way_never_leaves_a_corrupt_latest(tmp_path, monk
 
     model.W.assign(3.0)
     with monkeypatch.context() as patch:
-        patch.setattr(saving, "_place", dies_after_one_file)
+        patch.setattr(checkpoint_io, "_place", dies_after_one_file)
         with pytest.raises(KeyboardInterrupt):
             saving.save_model(model, tmp_path / "best", update_latest=True)
     assert not (tmp_path / "best.index").exists()  # no index: never a mismatched pair

@@ -109,7 +109,7 @@ def test_ignore_lets_the_update_through():
 @pytest.mark.parametrize("in_loop", [False, True], ids=["blocks", "gathered-in-loop"])
 def test_fused_and_one_step_per_call_agree_under_skip(monkeypatch, in_loop):
     if in_loop:
-        monkeypatch.setattr(gf._loops, "GATHER_IN_LOOP_BYTES", 1)
+        monkeypatch.setattr(gf.training.loops, "GATHER_IN_LOOP_BYTES", 1)
     x = X.copy()
     x[8:16] = 1e30
     fused, single = trainer("skip"), trainer("skip", steps_per_execution=1)

@@ -1,0 +1,130 @@
+"""Evaluation and prediction: a task's ``test_step`` and ``predict_step``, compiled.
+
+In-memory data is evaluated by one call of a loop over its full batches
+(:func:`gradfit.training.loops.eval_loop`; one trace for any data size),
+plus one call for a ragged last batch; a dataset by one call per batch.
+The results are the example-weighted means of the per-batch logs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from gradfit import data as data_lib
+from gradfit.training import loops
+from gradfit.training import step as step_lib
+from gradfit.training.compile import FunctionCache
+from gradfit.training.nonfinite import weighted_mean
+
+
+class Evaluator:
+    """Runs a task's ``test_step`` and ``predict_step`` over prepared data.
+
+    Args:
+        task: The task.
+        functions: The trainer's compiled-function cache.
+    """
+
+    def __init__(self, task: Any, functions: FunctionCache) -> None:
+        self.task = task
+        self.functions = functions
+
+    def names(self, spec: Any) -> list[str]:
+        """The names ``test_step`` logs for batches of ``spec``."""
+        known = self.task.log_names()
+        if known is not None:
+            return list(known)
+        return self.functions.get(
+            ("test-names", spec, self.task.cache_key()),
+            lambda: step_lib.traced_names(self.task.test_step, spec),
+        )
+
+    def evaluate(self, data: data_lib.Data, jit: bool | str, name: str = "x") -> dict[str, float]:
+        """The example-weighted means of ``test_step``'s logs over ``data``."""
+        names = self.names(data.batch_spec)
+        if isinstance(data, data_lib.ArrayData):
+            logs, sizes = self._arrays(data, names, jit)
+        else:
+            logs, sizes = self._batches(data, names, jit, name)
+        return weighted_mean(logs, sizes, names)
+
+    def _step(self, spec: Any, names: list[str], jit: bool | str) -> Any:
+        task, dtype = self.task, step_lib.log_dtype(self.task)
+        fn = step_lib.test_step(task, names, dtype)
+        return self.functions.compiled(
+            ("eval", spec, task.cache_key()),
+            lambda jit: tf.function(fn, input_signature=[spec], jit_compile=jit),
+            "evaluation step",
+            jit,
+        )
+
+    def _batches(
+        self, data: data_lib.Data, names: list[str], jit: bool | str, name: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        fn = self._step(data.batch_spec, names, jit)
+        results, sizes = [], []
+        for x_batch, y_batch, size in data.batches():
+            batch = x_batch if y_batch is None else (x_batch, y_batch)
+            results.append(fn(batch))
+            sizes.append(size if size is not None else tf.shape(x_batch)[0])
+        if not results:
+            raise ValueError(f"`{name}` yielded no batches; the dataset is empty.")
+        return tf.stack(results).numpy(), np.array([int(s) for s in sizes], np.float64)
+
+    def _arrays(
+        self, data: data_lib.ArrayData, names: list[str], jit: bool | str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One call runs all full batches; a ragged last batch is one more call of the step.
+
+        The loop takes any number of examples (no retracing for a new data
+        size); its step, for a batch of exactly ``batch_size`` examples, is
+        compiled on its own (with XLA when asked).
+        """
+        n, size = data.num_examples, data.batch_size
+        full, rest = divmod(n, size)  # full >= 1: the batch size is at most n
+        task, dtype = self.task, step_lib.log_dtype(self.task)
+        spec = data.batch_spec
+        batch = tf.nest.map_structure(lambda s: tf.TensorSpec([size, *s.shape[1:]], s.dtype), spec)
+        key = ("eval-arrays", spec, size, task.cache_key())
+        fn = step_lib.test_step(task, names, dtype)
+        step = self.functions.compiled(
+            (*key, "step"),
+            lambda jit: tf.function(fn, input_signature=[batch], jit_compile=jit),
+            "evaluation step",
+            jit,
+        )
+        step.resolve(data_lib.example_batch(batch))
+        inner, pack = step.function, data.pack
+        arrays_spec = tuple(tf.TensorSpec([None, *t.shape[1:]], t.dtype) for t in data.arrays)
+        loop = self.functions.get(
+            (*key, "loop", step.jit_compile),
+            lambda: tf.function(
+                loops.eval_loop(inner, pack, size, len(names), dtype),
+                input_signature=[arrays_spec],
+            ),
+        )
+        logs = [loop(data.arrays).numpy()]
+        sizes = np.full(full + (1 if rest else 0), size, np.float64)
+        if rest:
+            sizes[full] = rest
+            last = self._step(spec, names, jit)
+            tail = data.pack([t[full * size :] for t in data.arrays])
+            logs.append(last(tail).numpy()[None])
+        return np.concatenate(logs), sizes
+
+    def predict(self, data: data_lib.Data, jit: bool | str) -> np.ndarray:
+        """``predict_step`` on every batch of features, concatenated."""
+        task, x_spec = self.task, data.x_spec  # the cached closure must not hold `data`
+        fn = self.functions.compiled(
+            ("predict", x_spec, task.cache_key()),
+            lambda jit: tf.function(task.predict_step, input_signature=[x_spec], jit_compile=jit),
+            "prediction step",
+            jit,
+        )
+        outputs = [fn(x_batch) for x_batch, _, _ in data.batches()]
+        if not outputs:
+            raise ValueError("`x` yielded no batches; the dataset is empty.")
+        return np.concatenate([o.numpy() for o in outputs], axis=0)

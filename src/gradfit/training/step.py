@@ -1,0 +1,168 @@
+"""The step wrapper: a Task's ``train_step`` as one ``[k]`` log vector, with a non-finite flag.
+
+The compiled loops (:mod:`gradfit.training.loops`) write one vector per
+step. :func:`train_step` turns the task's dict of scalar logs into that
+vector, in the order of :class:`Columns`: the logged values, the global
+norm of the gradients when a callback asks for it, and, when steps are
+checked, a last column that is 1 for a step whose logs (or gradients, for
+a :class:`~gradfit.training.task.StepLogs`) are not all finite.
+
+Two ways to undo a flagged step: :func:`keeping_state` makes a loop call
+also return every state variable's value from before the call (the epoch
+runner rolls back and replays the finite steps on the host: no cost inside
+the loop), and :func:`rolling_back` restores the state in-graph after the
+flagged step itself (for datasets, whose batches cannot be replayed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import tensorflow as tf
+
+from gradfit.training.loops import Step
+
+
+class Columns:
+    """What a step's log vector holds: visible logs, then the optional non-finite flag.
+
+    Args:
+        names: The visible logs' names (the task's, then maybe ``grad_norm``).
+        flag: Whether a non-finite flag column follows them.
+    """
+
+    def __init__(self, names: list[str], *, flag: bool) -> None:
+        self.names = names
+        self.flag = len(names) if flag else None  # index of the non-finite flag, if any
+
+    @property
+    def width(self) -> int:
+        """The vector's length."""
+        return len(self.names) + (self.flag is not None)
+
+
+def log_dtype(task: tf.Module) -> tf.DType:
+    """float64 logs for a task with float64 variables, else float32."""
+    return (
+        tf.float64 if any(v.dtype == tf.float64 for v in task.trainable_variables) else tf.float32
+    )
+
+
+def _values(logs: Mapping[str, Any], names: Sequence[str], what: str) -> list[tf.Tensor]:
+    """The logged values in ``names``' order; trace-time errors for a wrong structure."""
+    if not isinstance(logs, Mapping):
+        raise TypeError(
+            f"`{what}` must return a dict of scalar logs by name. Received: {type(logs).__name__}"
+        )
+    if list(logs) != list(names):
+        raise ValueError(
+            f"`{what}` must return the same log names at every step; expected {list(names)}, "
+            f"got {list(logs)}."
+        )
+    values = []
+    for name in names:
+        value = tf.convert_to_tensor(logs[name])
+        if value.shape.rank != 0 or not (value.dtype.is_floating or value.dtype.is_integer):
+            raise ValueError(
+                f"`{what}` must return numeric scalars; {name!r} has shape {value.shape} and "
+                f"dtype {value.dtype.name}."
+            )
+        values.append(value)
+    return values
+
+
+def present_gradients(logs: Mapping[str, Any]) -> list[tf.Tensor]:
+    """The dense values of the gradients a :class:`StepLogs` carries (``[]`` for a dict)."""
+    return [
+        g.values if isinstance(g, tf.IndexedSlices) else g
+        for g in getattr(logs, "gradients", ())
+        if g is not None
+    ]
+
+
+def train_step(task: Any, names: Sequence[str], columns: Columns, dtype: tf.DType) -> Step:
+    """Returns ``step(batch) -> logs[k]``: ``task.train_step`` as a vector of ``columns``.
+
+    Args:
+        task: The task.
+        names: The names ``task.train_step`` logs, in order.
+        columns: The vector's layout (``grad_norm`` among its names adds
+            the gradients' global norm).
+        dtype: The logs' dtype.
+    """
+    with_norm = "grad_norm" in columns.names and "grad_norm" not in names
+
+    def step(batch: Any) -> tf.Tensor:
+        logs = task.train_step(batch)
+        values = _values(logs, names, "train_step")
+        outputs = [tf.cast(value, dtype) for value in values]
+        gradients = present_gradients(logs)
+        if with_norm:
+            outputs.append(tf.cast(tf.linalg.global_norm(gradients), dtype))
+        if columns.flag is not None:
+            finite = tf.constant(True)
+            for value in [*values, *gradients]:
+                if value.dtype.is_floating:
+                    finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(value)))
+            outputs.append(tf.cast(tf.logical_not(finite), dtype))
+        return tf.stack(outputs)
+
+    return step
+
+
+def test_step(task: Any, names: Sequence[str], dtype: tf.DType) -> Step:
+    """Returns ``step(batch) -> logs[k]``: ``task.test_step`` as a vector, in ``names``' order."""
+
+    def step(batch: Any) -> tf.Tensor:
+        values = _values(task.test_step(batch), names, "test_step")
+        return tf.stack([tf.cast(value, dtype) for value in values])
+
+    return step
+
+
+def traced_names(fn: Callable[[Any], Any], spec: Any) -> list[str]:
+    """The log names ``fn(batch)`` returns, found by tracing it once (nothing runs)."""
+    outputs = tf.function(fn).get_concrete_function(spec).structured_outputs
+    if not isinstance(outputs, Mapping):
+        raise TypeError(
+            "A task's `train_step` and `test_step` must return a dict of scalar logs by name. "
+            f"Received: {type(outputs).__name__}"
+        )
+    return [str(name) for name in outputs]
+
+
+def keeping_state(fn: Callable[..., Any], state: Sequence[tf.Variable]) -> Callable[..., Any]:
+    """``fn`` returning ``(its result, the values of ``state`` before the call)``."""
+
+    def wrapped(*args: Any) -> tuple[Any, list[tf.Tensor]]:
+        before = [tf.identity(var) for var in state]
+        with tf.control_dependencies(before):
+            return fn(*args), before
+
+    return wrapped
+
+
+def rolling_back(step: Step, state: Sequence[tf.Variable], flag: int) -> Step:
+    """``step``, with every ``state`` variable restored after a step it flags non-finite.
+
+    A flagged update never outlives its step. The values from before the
+    step are held while it runs (TensorFlow then copies a variable on its
+    first write), so this costs a copy of the state per step.
+    """
+
+    def guarded(batch: Any) -> tf.Tensor:
+        before = [tf.identity(var) for var in state]
+        with tf.control_dependencies(before):
+            out = step(batch)
+
+        def restore() -> tf.Tensor:
+            for var, value in zip(state, before, strict=True):
+                var.assign(value)  # (Keras optimizers' variables take no read_value)
+            return tf.constant(True)
+
+        restored = tf.cond(out[flag] > 0, restore, lambda: tf.constant(False))
+        with tf.control_dependencies([restored]):
+            return tf.identity(out)
+
+    return guarded
