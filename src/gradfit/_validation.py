@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from typing import Any
 
 import numpy as np
@@ -86,3 +87,13 @@ def optional_seed(name: str, value: Any) -> int | None:
             f"`{name}` must be None or a non-negative integer. {received(name, value)}"
         )
     return int(value)
+
+
+def path(name: str, value: Any) -> str:
+    """Checks that ``value`` is a non-empty ``str`` or ``os.PathLike`` and returns it as a str."""
+    text = os.fspath(value) if isinstance(value, str | os.PathLike) else None
+    if not isinstance(text, str):
+        raise TypeError(f"`{name}` must be a str or an os.PathLike path. {received(name, value)}")
+    if not text:
+        raise ValueError(f"`{name}` must be a non-empty path. {received(name, value)}")
+    return text

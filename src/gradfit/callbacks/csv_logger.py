@@ -5,20 +5,9 @@ from __future__ import annotations
 import csv
 import os
 import warnings
-from typing import Any
 
 from gradfit import _validation as v
 from gradfit.callbacks.base import Callback, Logs
-
-
-def check_path(name: str, path: Any) -> str:
-    """Checks that ``path`` is a non-empty ``str`` or ``os.PathLike`` and returns it as a str."""
-    text = os.fspath(path) if isinstance(path, str | os.PathLike) else None
-    if not isinstance(text, str):
-        raise TypeError(f"`{name}` must be a str or an os.PathLike path. {v.received(name, path)}")
-    if not text:
-        raise ValueError(f"`{name}` must be a non-empty path. {v.received(name, path)}")
-    return text
 
 
 class CSVLogger(Callback):
@@ -49,7 +38,7 @@ class CSVLogger(Callback):
         self, path: str | os.PathLike[str], append: bool = False, separator: str = ","
     ) -> None:
         super().__init__()
-        self.path = check_path("path", path)
+        self.path = v.path("path", path)
         self.append = v.boolean("append", append)
         if not isinstance(separator, str):
             raise TypeError(

@@ -13,7 +13,6 @@ from typing import Any
 from gradfit import _validation as v
 from gradfit import saving
 from gradfit.callbacks.base import Logs
-from gradfit.callbacks.csv_logger import check_path
 from gradfit.callbacks.monitor import MonitorCallback
 
 logger = logging.getLogger("gradfit")
@@ -108,7 +107,7 @@ class ModelCheckpoint(MonitorCallback):
         mode: str = "auto",
         save_weights_only: bool = True,
     ) -> None:
-        checked = check_path("path", path)
+        checked = v.path("path", path)
         fields = _template_fields(checked)
         super().__init__(monitor, mode)
         self.path, self._fields = checked, fields

@@ -8,8 +8,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from gradfit import _validation as v
 from gradfit.callbacks.base import Callback, Logs
-from gradfit.callbacks.csv_logger import check_path
 
 # What tensorboard's own `tf.summary.scalar` attaches: the "scalars" plugin, content
 # `ScalarPluginData(version=0)`, which serialises to b"". Written with TensorFlow's
@@ -53,7 +53,7 @@ class TensorBoard(Callback):
 
     def __init__(self, log_dir: str | os.PathLike[str]) -> None:
         super().__init__()
-        self.log_dir = check_path("log_dir", log_dir)
+        self.log_dir = v.path("log_dir", log_dir)
         self._writers: dict[str, Any] = {}
 
     def _writer(self, run: str) -> Any:

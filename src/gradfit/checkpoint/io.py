@@ -33,19 +33,6 @@ _STATE_FILE = "checkpoint"  # the name tf.train.latest_checkpoint reads
 _SHARD = re.compile(r"\.data-\d{5}-of-\d{5}")
 
 
-# -- arguments ---------------------------------------------------------------
-
-
-def check_path(name: str, path: Any) -> str:
-    """``path`` as a string; a ``TypeError``/``ValueError`` naming ``name`` if it is no path."""
-    text = os.fspath(path) if isinstance(path, str | os.PathLike) else None
-    if not isinstance(text, str):
-        raise TypeError(f"`{name}` must be a str or an os.PathLike path. {v.received(name, path)}")
-    if not text:
-        raise ValueError(f"`{name}` must be a non-empty path. {v.received(name, path)}")
-    return text
-
-
 # -- atomic writes -----------------------------------------------------------
 
 
@@ -165,7 +152,7 @@ def write_checkpoint(
     Returns:
         ``path``, as a string.
     """
-    prefix = check_path("path", path)
+    prefix = v.path("path", path)
     if not isinstance(checkpoint, tf.train.Checkpoint):
         raise TypeError(
             f"`checkpoint` must be a tf.train.Checkpoint. {v.received('checkpoint', checkpoint)}"
@@ -209,7 +196,7 @@ def write_checkpoint(
 
 def resolve(path: Any) -> str:
     """The checkpoint prefix ``path`` names (a directory names its latest checkpoint)."""
-    text = check_path("path", path)
+    text = v.path("path", path)
     if text.endswith(".index") and not os.path.exists(text + ".index"):
         text = text[: -len(".index")]
     if not os.path.exists(text + ".index") and os.path.isdir(text):

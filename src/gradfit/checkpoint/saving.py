@@ -40,7 +40,6 @@ from gradfit import _validation as v
 from gradfit.checkpoint.io import (
     VALUE_SUFFIX,
     check_layout,
-    check_path,
     expected_layout,
     layout,
     open_reader,
@@ -180,7 +179,7 @@ def save_trainer(trainer: Any, path: str | os.PathLike[str], *, update_latest: b
         gf.saving.save_trainer(trainer, "run/trainer")
     """
     trainer = _check_trainer(trainer)
-    prefix = check_path("path", path)
+    prefix = v.path("path", path)
     update_latest = v.boolean("update_latest", update_latest)
     checkpoint = trainer_checkpoint(trainer)
     rule = _rule(trainer)
@@ -192,20 +191,15 @@ def save_model(model: Model, path: str | os.PathLike[str], *, update_latest: boo
     """Saves the model's variables (and its input shape) to ``path``, atomically.
 
     This is what ``ModelCheckpoint`` writes; :func:`restore_model` reads it.
+    ``path``, ``update_latest`` and the result are as for :func:`save_trainer`.
 
     Args:
         model: A :class:`gradfit.Model`.
-        path: The checkpoint's prefix; ``path.index`` and
-            ``path.data-00000-of-00001`` are written (the directory is
-            created if needed).
-        update_latest: Also point the directory's ``checkpoint`` file (what
-            ``tf.train.latest_checkpoint`` reads) at ``path``.
-
-    Returns:
-        ``path``, as a string.
+        path: The checkpoint's prefix.
+        update_latest: Also point the directory's ``checkpoint`` file at ``path``.
     """
     model = _check_module(model)
-    prefix = check_path("path", path)
+    prefix = v.path("path", path)
     update_latest = v.boolean("update_latest", update_latest)
     checkpoint = tf.train.Checkpoint(model=model, **{_META: _Metadata(model)})
     return write_checkpoint(checkpoint, prefix, update_latest=update_latest)
@@ -350,7 +344,7 @@ def export_model(
     model = _check_module(model)
     if not callable(model):
         raise TypeError(f"`model` must be callable. {v.received('model', model)}")
-    target = check_path("path", path)
+    target = v.path("path", path)
     if input_signature is None:
         shape = model.input_shape if isinstance(model, Model) else None
         if shape is None:

@@ -20,7 +20,7 @@ in-graph (see :func:`gradfit.training.step.rolling_back`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -36,34 +36,17 @@ Prior = tuple[Any, Any] | None
 """A resumed epoch's step logs and batch sizes so far (``None``: from its start)."""
 
 
-class StepBackup(Protocol):
-    """A backup saved every ``save_every`` steps (``BackupAndRestore(save_every=n)``)."""
-
-    save_every: Any
-
-    def save_steps(
-        self,
-        epoch: int,
-        step: int,
-        logs: np.ndarray,
-        sizes: np.ndarray,
-        *,
-        generator_state: np.ndarray,
-        steps_done: int,
-    ) -> None:
-        """Saves the backup ``step`` steps into ``epoch``."""
-
-
 class StepSaves:
     """The mid-epoch backups of a fit: where chunks of steps end, and the saves after them.
 
     Args:
-        backups: The fit's backups; those with an integer ``save_every`` count.
+        backups: The fit's backups; those with an integer ``save_every`` count
+            (``BackupAndRestore(save_every=n)``: ``save_steps`` saves one).
         state: The run's state.
     """
 
     def __init__(self, backups: Sequence[Any], state: RunState) -> None:
-        self.backups: list[StepBackup] = [b for b in backups if isinstance(b.save_every, int)]
+        self.backups: list[Any] = [b for b in backups if isinstance(b.save_every, int)]
         self.state = state
 
     def begin_epoch(self, generator: tf.random.Generator) -> None:
