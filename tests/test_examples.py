@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_trainer import tutorial_loop
+from tests.training.test_trainer import tutorial_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -65,3 +65,13 @@ def test_custom_update_rule_example_trains(tmp_path):
     out = run("custom_update_rule.py", cwd=tmp_path).stdout
     first, last = map(float, re.search(r"loss: ([\d.]+) -> ([\d.]+)", out).groups())
     assert last < first / 100
+
+
+@pytest.mark.slow
+def test_gan_example_learns_the_ring_and_writes_its_figure(tmp_path):
+    out = run("gan.py", "--epochs", "25", "--out", "samples.png", cwd=tmp_path).stdout
+    mean, std = map(float, re.search(r"radius: mean ([\d.]+), std ([\d.]+)", out).groups())
+    assert abs(mean - 2.0) < 0.25  # the ring's radius is 2; an untrained generator is near 0
+    assert std < 0.6
+    assert (tmp_path / "samples.png").stat().st_size > 10_000
+    assert re.search(r"Epoch +24: d_loss=[\d.]+ g_loss=[\d.]+", out)

@@ -86,6 +86,9 @@ class Inputs:
                     f"Received: validation_data={validation_data}"
                 )
             return val
+        if not self.task.needs_targets and not isinstance(validation_data, tuple):
+            # Features alone, for a task that trains on features alone (a tuple is (x, y)).
+            return self.prepare(validation_data, None, batch_size, ("validation_data", "y"))
         if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
             raise ValueError(
                 "`validation_data` must be a tuple (x_val, y_val) or a tf.data.Dataset of "

@@ -139,8 +139,15 @@ class Task(tf.Module, abc.ABC):
         return (id(self),)
 
     def state_variables(self) -> list[tf.Variable]:
-        """Every variable a training step may change: all the task tracks, Keras optimizers' too."""
+        """Every variable a training step may change: all the task tracks.
+
+        The task's ``tf.Module`` variables, every ``tf.Variable`` in its
+        checkpoint graph (a ``tf.random.Generator``'s state, say: what a
+        backup saves, a rollback restores) and wrapped Keras optimizers'.
+        """
         found: list[Any] = list(self.variables)
+        descendants = tf.train.TrackableView(self).descendants()
+        found.extend(obj for obj in descendants if isinstance(obj, tf.Variable))
         for module in (self, *self.submodules):
             optimizer = getattr(module, "optimizer", None)  # a wrapped Keras optimizer
             found.extend(getattr(optimizer, "variables", ()))
