@@ -218,6 +218,8 @@ class Trainer:
 
     @property
     def _inputs(self) -> Inputs:
+        # Every public entry point starts here: functions of a replaced task part go first.
+        self.functions.owner(self.task.cache_key())
         return Inputs(self.task, self.functions)
 
     def checkpoint_items(self) -> dict[str, tf.Module]:
@@ -382,7 +384,6 @@ class Trainer:
         shuffle: bool,
         epochs: int,
     ) -> ArrayEpoch | DatasetEpoch:
-        self.functions.owner(self.task.cache_key())
         dtype = step_lib.log_dtype(self.task)
         every_step = any(cb.requires_every_step for cb in callbacks.callbacks)
         run = Run(
