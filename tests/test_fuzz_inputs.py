@@ -54,6 +54,9 @@ from gradfit.models import variables_by_path
 CASE_COUNTS: collections.Counter[str] = collections.Counter()
 """Generated cases run, per test (hypothesis calls of the test body)."""
 
+# One worker runs the whole module (pytest-xdist), so the last test sees every count.
+pytestmark = pytest.mark.xdist_group("fuzz_inputs")
+
 MIN_TOTAL_CASES = 500
 FUZZ_TESTS: list[str] = []  # filled by `fuzz_test`
 

@@ -275,7 +275,7 @@ class ArrayEpoch:
     def run(self, callbacks: Any, epoch: int, start: int = 0, prior: Prior = None) -> Any:
         """Trains epoch ``epoch`` from step ``start``; returns its step logs and batch sizes."""
         info = self.run_info
-        no_order = tf.zeros([0], tf.int32)
+        no_order = self.run_info.functions.get("no-order", lambda: tf.zeros([0], tf.int32))
         order = self._call("permute", self.permute) if self.shuffled else no_order
         rows_order = order if self.in_loop else no_order  # what the loop gathers rows by
         chunks: list[np.ndarray] = [] if prior is None else [prior[0]]

@@ -42,11 +42,9 @@ class Columns:
         return len(self.names) + (self.flag is not None)
 
 
-def log_dtype(task: tf.Module) -> tf.DType:
-    """float64 logs for a task with float64 variables, else float32."""
-    return (
-        tf.float64 if any(v.dtype == tf.float64 for v in task.trainable_variables) else tf.float32
-    )
+def log_dtype(task: Any) -> tf.DType:
+    """float64 logs for a float64 task (``task.dtype``), else float32."""
+    return tf.float64 if task.dtype == tf.float64 else tf.float32
 
 
 def _values(logs: Mapping[str, Any], names: Sequence[str], what: str) -> list[tf.Tensor]:

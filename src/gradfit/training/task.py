@@ -74,7 +74,7 @@ class Task(tf.Module, abc.ABC):
     """Whether ``fit`` and ``evaluate`` on arrays require ``y``."""
 
     dtype: tf.DType = tf.float32
-    """The floating-point dtype in-memory features are cast to."""
+    """The floating-point dtype in-memory features are cast to (float64: logs in float64)."""
 
     def build(self, batch: Any) -> None:
         """Creates the task's variables for batches like ``batch``, eagerly; idempotent.

@@ -273,7 +273,8 @@ class Trainer:
         extra = check_callbacks("callbacks", callbacks)
         train = self._inputs.prepare(x, y, batch_size, ("x", "y"))
         val = self._inputs.validation(validation_data, batch_size)
-        self.task.build(data_lib.example_batch(train.batch_spec))
+        spec = train.batch_spec
+        self.task.build(self.functions.get(("example", spec), lambda: data_lib.example_batch(spec)))
         names = self._inputs.train_names(train)
         callback_list, history = self._callbacks(extra)
         columns = step_lib.Columns(
