@@ -311,6 +311,21 @@ def test_a_crashed_fit_of_the_task_resumes_bitwise(tmp_path, save_every, crash, 
     assert not directory.exists()  # a finished run removes its backup
 
 
+def test_trainer_save_and_restore_of_the_task_continue_bitwise(tmp_path):
+    reference = trainer_run(True, False)  # EPOCHS epochs, seeded, in one fit
+    trainer = gf.Trainer(restart(TinyGAN()), jit_compile=False)
+    trainer.fit(X, epochs=1, batch_size=B, seed=SEED)
+    trainer.save(tmp_path / "run")
+    # A fresh trainer and task made the same way (built, other values) restore everything:
+    # both models, both rules' slots and iterations, the task's noise and the shuffling.
+    fresh = gf.Trainer(TinyGAN(seed=5), jit_compile=False)
+    fresh.task.build(tf.zeros([2, 1]))
+    fresh.restore(tmp_path / "run")
+    assert_bitwise(state(fresh.task), state(trainer.task))
+    fresh.fit(X, epochs=EPOCHS - 1, batch_size=B)
+    assert_bitwise(state(fresh.task), reference.state)
+
+
 # -- d. validation through test_step -------------------------------------------------
 
 
