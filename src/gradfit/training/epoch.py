@@ -120,6 +120,11 @@ class Run:
         self.task, self.functions, self.generator = task, functions, generator
         self.columns, self.dtype, self.policy = columns, dtype, policy
         self.state, self.saves, self.every_step = state, saves, every_step
+        self.replay = False  # whether batch hooks want the step logs: see `begin_epoch`
+
+    def begin_epoch(self, callbacks: Any) -> None:
+        """Looks up once per epoch (not per chunk) whether any callback has batch hooks."""
+        self.replay = callbacks.wants_batch_logs
 
     def record(
         self, callbacks: Any, chunks: list[np.ndarray], first: int, rows: np.ndarray
@@ -127,7 +132,7 @@ class Run:
         """Keeps a chunk's step logs, counts its steps, replays them to the batch hooks."""
         chunks.append(rows)
         self.state.steps_done += len(rows)
-        if callbacks.wants_batch_logs:
+        if self.replay:
             replay(callbacks, first, rows, self.columns.names, begin=not self.every_step)
 
     def state_variables(self) -> list[tf.Variable]:
@@ -275,6 +280,7 @@ class ArrayEpoch:
     def run(self, callbacks: Any, epoch: int, start: int = 0, prior: Prior = None) -> Any:
         """Trains epoch ``epoch`` from step ``start``; returns its step logs and batch sizes."""
         info = self.run_info
+        info.begin_epoch(callbacks)
         no_order = self.run_info.functions.get("no-order", lambda: tf.zeros([0], tf.int32))
         order = self._call("permute", self.permute) if self.shuffled else no_order
         rows_order = order if self.in_loop else no_order  # what the loop gathers rows by
@@ -421,6 +427,7 @@ class DatasetEpoch:
     def run(self, callbacks: Any, epoch: int, start: int = 0, prior: Prior = None) -> Any:
         """Trains one pass from batch ``start``; returns its step logs and batch sizes."""
         info, known = self.run_info, self.known
+        info.begin_epoch(callbacks)
         # A resumed epoch skips the batches it had done (same order for a dataset that
         # does not reshuffle itself; see BackupAndRestore).
         iterator = iter(self.dataset.skip(start) if start else self.dataset)

@@ -7,7 +7,6 @@ variable changes. A data spec checked once is not probed again.
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import tensorflow as tf
@@ -94,19 +93,15 @@ def _check_targets(
 
 
 def example_batch(model: Any, data: data_lib.Data) -> tuple[tf.Tensor, tf.Tensor | None]:
-    """All-zero ``(x, y)`` batches shaped like the data, with static shapes.
+    """All-zero ``(x, y)`` batches shaped like the data (:func:`gradfit.data.example_batch`).
 
-    Unknown feature sizes come from the built model (else 1). The number
-    of examples is one no per-example dimension has, so a mismatch between
-    the predictions' and the targets' shapes cannot broadcast by luck.
+    Unknown feature sizes come from the built model where it knows them.
     """
     x_spec, y_spec = data.x_spec, data.y_spec
     built = getattr(model, "input_shape", None)
-    x_dims = [
-        d if d is not None else (built[i] if built and built[i] is not None else 1)
-        for i, d in enumerate(x_spec.shape[1:])
-    ]
-    y_dims = [d or 1 for d in (y_spec.shape[1:] if y_spec is not None else [])]
-    n = next(k for k in itertools.count(2) if k not in (*x_dims, *y_dims))
-    y0 = None if y_spec is None else tf.zeros([n, *y_dims], y_spec.dtype)
-    return tf.zeros([n, *x_dims], x_spec.dtype), y0
+    dims = [d if d is not None or not built else built[i] for i, d in enumerate(x_spec.shape[1:])]
+    x_spec = tf.TensorSpec([None, *dims], x_spec.dtype)
+    if y_spec is None:
+        return data_lib.example_batch(x_spec), None
+    x0, y0 = data_lib.example_batch((x_spec, y_spec))
+    return x0, y0

@@ -216,9 +216,8 @@ class Trainer:
     def stop_training(self, value: bool) -> None:
         self.state.stop_training = bool(value)
 
-    @property
     def _inputs(self) -> Inputs:
-        # Every public entry point starts here: functions of a replaced task part go first.
+        """Every public entry point starts here: functions of a replaced task part go first."""
         self.functions.owner(self.task.cache_key())
         return Inputs(self.task, self.functions)
 
@@ -271,11 +270,12 @@ class Trainer:
         shuffle = v.boolean("shuffle", shuffle)
         seed = v.optional_seed("seed", seed)
         extra = check_callbacks("callbacks", callbacks)
-        train = self._inputs.prepare(x, y, batch_size, ("x", "y"))
-        val = self._inputs.validation(validation_data, batch_size)
+        inputs = self._inputs()
+        train = inputs.prepare(x, y, batch_size, ("x", "y"))
+        val = inputs.validation(validation_data, batch_size)
         spec = train.batch_spec
         self.task.build(self.functions.get(("example", spec), lambda: data_lib.example_batch(spec)))
-        names = self._inputs.train_names(train)
+        names = inputs.train_names(train)
         callback_list, history = self._callbacks(extra)
         columns = step_lib.Columns(
             [
@@ -313,7 +313,7 @@ class Trainer:
             batch_size: Examples per batch; ``None`` means all at once.
         """
         require(self.task, "test_step", "evaluate")
-        data = self._inputs.prepare(x, y, batch_size, ("x", "y"))
+        data = self._inputs().prepare(x, y, batch_size, ("x", "y"))
         jit = compile_lib.jit_for(self.jit_compile, data.steps)
         return Evaluator(self.task, self.functions).evaluate(data, jit)
 
@@ -326,7 +326,7 @@ class Trainer:
             batch_size: Examples per batch; ``None`` means all at once.
         """
         require(self.task, "predict_step", "predict")
-        data = self._inputs.prepare(x, None, batch_size, ("x", "y"), with_targets=False)
+        data = self._inputs().prepare(x, None, batch_size, ("x", "y"), with_targets=False)
         jit = compile_lib.jit_for(self.jit_compile, data.steps)
         return Evaluator(self.task, self.functions).predict(data, jit)
 
