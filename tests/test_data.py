@@ -286,8 +286,8 @@ def test_prepare_array_keeps_int_targets_and_casts_int_features() -> None:
 @pytest.fixture
 def tiny_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make every array 'large' and slices 3 rows long, to exercise the sliced copy."""
-    monkeypatch.setattr(data, "CHUNKED_BYTES", 0)
-    monkeypatch.setattr(data, "CHUNK_BYTES", 3 * 2 * 8)
+    monkeypatch.setattr(data.tensors, "CHUNKED_BYTES", 0)
+    monkeypatch.setattr(data.tensors, "CHUNK_BYTES", 3 * 2 * 8)
 
 
 @pytest.mark.usefixtures("tiny_chunks")
@@ -319,9 +319,27 @@ def test_fit_on_sliced_copies_matches_fit_on_small_arrays() -> None:
         x, y, epochs=2, batch_size=6, seed=0
     )
     sliced = model.W.numpy()
-    data.CHUNKED_BYTES = 2**62  # back to the plain conversion
+    data.tensors.CHUNKED_BYTES = 2**62  # back to the plain conversion
     model = gf.LinearModel(weight_init=0.1, bias_init=0.0)
     gf.Trainer(model, gf.L2(), gf.SGD(0.1), jit_compile=False).fit(
         x, y, epochs=2, batch_size=6, seed=0
     )
     np.testing.assert_array_equal(sliced, model.W.numpy())
+
+
+def test_example_batch_keeps_a_fixed_number_of_examples() -> None:
+    # A spec of exactly 64 examples of 64 features (an evaluation step's) gets 64 rows.
+    spec = (tf.TensorSpec([64, 64], tf.float32), tf.TensorSpec([64], tf.int64))
+    x0, y0 = data.example_batch(spec)
+    assert x0.shape == (64, 64) and y0.shape == (64,)
+    x1 = data.example_batch(tf.TensorSpec([None, 2], tf.float32))
+    assert x1.shape[0] not in (None, 2)
+
+
+def test_validation_of_many_steps_with_batch_size_equal_to_the_width() -> None:
+    # jit_compile="auto" settles the evaluation step on a batch of the step's own shape.
+    x = np.random.default_rng(0).normal(size=(130, 8)).astype(np.float32)
+    y = x.sum(axis=1, keepdims=True)
+    trainer = gf.Trainer(gf.LinearModel(), gf.L2(), gf.SGD(0.01))
+    history = trainer.fit(x, y, epochs=13, batch_size=8, validation_data=(x, y))
+    assert len(history.history["val_loss"]) == 13

@@ -318,8 +318,8 @@ CASES = [
         FIT,
     ),
     Case(
-        "val-3-tuple",
-        lambda: (X2, Y, {"validation_data": (X2, Y, Y)}),
+        "val-4-tuple",  # (a 3-tuple is (x, y, sample_weight))
+        lambda: (X2, Y, {"validation_data": (X2, Y, Y, Y)}),
         ValueError,
         ("validation_data",),
         ("validation_data=(array(",),
@@ -407,8 +407,8 @@ CASES = [
         ("element_spec=TensorSpec(shape=(None, 2)",),
     ),
     Case(
-        "dataset-triples",
-        lambda: (_ds(X2, Y, Y), None, {}),
+        "dataset-quadruples",  # (triples are (x, y, sample_weight))
+        lambda: (_ds(X2, Y, Y, Y), None, {}),
         ValueError,
         ("x",),
         ("element_spec=(",),

@@ -828,6 +828,8 @@ def _validation_value(draw: st.DrawFn, layout: str, kinds: tuple[str, ...]) -> t
             "wrong-width": _batches(np.stack([xv] * 3, axis=-1), yv),
         }
         name = draw(st.sampled_from(sorted(options)))
+        if name == "triple":  # (x, y, sample_weight): the targets double as weights
+            return options[name], Expect("ok", (), "validation dataset with sample weights")
         return bad(options[name], name)
     # Inputs that only the loss can judge: they must be probed before training.
     if kind == "target-shape":
@@ -1144,8 +1146,10 @@ def dataset_cases(draw: st.DrawFn, kinds: tuple[str, ...]) -> DatasetCase:
         }
         name = draw(st.sampled_from(sorted(options)))
         dataset = options[name]
-        if predict and name == "nested-targets":
+        if predict and name in ("nested-targets", "triple"):
             expect = Expect("ok", (), "predict ignores the targets")
+        elif name == "triple":  # (x, y, sample_weight): the targets double as weights
+            expect = Expect("ok", (), "a dataset with sample weights")
         else:
             expect = raise_("x", name)
     elif kind == "element-types":
