@@ -5,6 +5,10 @@ A gradfit model is any subclass of :class:`Model` that implements
 ``model.trainable_variables`` finds them wherever they live in the object.
 A model may create its variables in ``build(input_shape)``; the Trainer
 calls :meth:`Model.maybe_build` eagerly, once, before anything is traced.
+
+A model's ``dtype`` is a float dtype or a Keras mixed-precision policy name,
+``"mixed_float16"`` or ``"mixed_bfloat16"``: variables in float32, computation
+in half precision (:attr:`Model.compute_dtype`).
 """
 
 from __future__ import annotations
@@ -26,24 +30,40 @@ Initializer: TypeAlias = Any
 ``callable(shape, dtype) -> tensor``."""
 
 _FLOAT_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
+_MIXED_POLICIES = {"mixed_float16": tf.float16, "mixed_bfloat16": tf.bfloat16}
 
 
-def _float_dtype(name: str, dtype: Any) -> tf.DType:
+def _dtype_policy(name: str, dtype: Any) -> tuple[str, tf.DType, tf.DType]:
+    """Returns ``(policy name, variable dtype, compute dtype)`` for a dtype or policy.
+
+    ``dtype`` is a float dtype (a ``tf.DType``, NumPy dtype or name), a mixed
+    policy name (``"mixed_float16"``, ``"mixed_bfloat16"``) or a
+    ``keras.DTypePolicy`` with one of those names.
+    """
+    value = dtype.name if isinstance(dtype, keras.DTypePolicy) else dtype
+    if isinstance(value, str) and value in _MIXED_POLICIES:
+        return value, tf.float32, _MIXED_POLICIES[value]
     try:
-        resolved = tf.as_dtype(dtype)
+        resolved = tf.as_dtype(value)
     except TypeError:
         resolved = None
     if resolved not in _FLOAT_DTYPES:
         raise ValueError(
-            f"`{name}` must be a floating-point dtype (float16, bfloat16, float32, float64). "
+            f"`{name}` must be a floating-point dtype (float16, bfloat16, float32, float64) "
+            f"or a mixed-precision policy ('mixed_float16', 'mixed_bfloat16'). "
             f"{v.received(name, dtype)}"
         )
-    return resolved
+    return resolved.name, resolved, resolved
 
 
 def _as_float_tensor(x: Any, dtype: tf.DType) -> tf.Tensor:
     x = tf.convert_to_tensor(x)
     return x if x.dtype == dtype else tf.cast(x, dtype)
+
+
+def _output(model: Model, out: tf.Tensor) -> tf.Tensor:
+    """``out`` in float32 under a mixed policy (a stable loss), else as computed."""
+    return _as_float_tensor(out, tf.float32) if model.dtype != model.compute_dtype else out
 
 
 class Model(tf.Module, abc.ABC):
@@ -52,6 +72,14 @@ class Model(tf.Module, abc.ABC):
     Subclasses implement ``__call__(x)``; those that need to know the shape
     of their input before creating variables implement ``build(input_shape)``
     too. ``input_shape`` includes the leading examples axis.
+
+    ``dtype`` is a float dtype, or a mixed-precision policy:
+    ``"mixed_float16"`` or ``"mixed_bfloat16"`` (a name, or a
+    ``keras.DTypePolicy`` of that name). Under a mixed policy :attr:`dtype`
+    (variables and inputs) is float32 and :attr:`compute_dtype` is the half
+    type; a model that honours it casts its input and variables to
+    ``compute_dtype`` inside ``__call__``, as :class:`LinearModel` and
+    :class:`MLP` do.
 
     Example::
 
@@ -66,19 +94,34 @@ class Model(tf.Module, abc.ABC):
 
     # Class-level defaults keep a subclass that forgot `super().__init__()` usable.
     _dtype: tf.DType = tf.float32
+    _compute_dtype: tf.DType = tf.float32
+    _policy: str = "float32"
     _built: bool = False
     _input_shape: tuple[int | None, ...] | None = None
 
     def __init__(self, name: str | None = None, *, dtype: Any = tf.float32) -> None:
         super().__init__(name=name)
-        self._dtype = _float_dtype("dtype", dtype)
+        self._policy, self._dtype, self._compute_dtype = _dtype_policy("dtype", dtype)
         self._built = False
         self._input_shape: tuple[int | None, ...] | None = None
 
     @property
     def dtype(self) -> tf.DType:
-        """The floating-point dtype of the model's inputs and variables."""
+        """The floating-point dtype of the model's inputs and variables.
+
+        float32 under a mixed policy; the Trainer casts input data to it.
+        """
         return self._dtype
+
+    @property
+    def compute_dtype(self) -> tf.DType:
+        """The dtype the model computes in: the half type of a mixed policy, else :attr:`dtype`."""
+        return self._compute_dtype if self._policy in _MIXED_POLICIES else self._dtype
+
+    @property
+    def policy(self) -> str:
+        """The dtype policy's name: ``"mixed_float16"``, ``"mixed_bfloat16"`` or a dtype's name."""
+        return self._policy
 
     @property
     def built(self) -> bool:
@@ -205,7 +248,10 @@ class LinearModel(Model):
             Defaults to ``"glorot_uniform"``.
         bias_init: Initial ``b``, in the same forms. Defaults to ``0.0``.
         seed: Seed for random initializers, for reproducible starts.
-        dtype: Floating-point dtype of the variables and inputs.
+        dtype: Floating-point dtype of the variables and inputs, or a mixed
+            policy (``"mixed_float16"``, ``"mixed_bfloat16"``): float32
+            variables, ``x W + b`` computed in the half type and returned in
+            float32.
         name: Name of the module.
 
     Example::
@@ -255,14 +301,24 @@ class LinearModel(Model):
         )
 
     def __call__(self, x: Any) -> tf.Tensor:
-        """Returns ``x W + b``; see the class docstring for shapes."""
-        x = _as_float_tensor(x, self.dtype)
+        """Returns ``x W + b``; see the class docstring for shapes.
+
+        Computed in :attr:`compute_dtype`; under a mixed policy the result is
+        cast to float32.
+        """
+        return _output(self, self._forward(x))
+
+    def _forward(self, x: Any) -> tf.Tensor:
+        """``x W + b`` in :attr:`compute_dtype` (casting a variable keeps its gradient)."""
+        x = _as_float_tensor(x, self.compute_dtype)
         self.maybe_build(x.shape if x.shape.rank else tf.TensorShape([]))
+        w = _as_float_tensor(self.W, self.compute_dtype)
+        b = _as_float_tensor(self.b, self.compute_dtype)
         if self._scalar_features:
             if self.units == 1:
-                return x * self.W + self.b
-            return x[..., None] * self.W + self.b
-        return tf.matmul(x, self.W) + self.b
+                return x * w + b
+            return x[..., None] * w + b
+        return tf.matmul(x, w) + b
 
 
 class MLP(Model):
@@ -279,7 +335,10 @@ class MLP(Model):
             callable applied after every hidden layer.
         units: Number of outputs per example (no activation on the output).
         seed: Seed for the Glorot-uniform weight initialisation.
-        dtype: Floating-point dtype of the variables and inputs.
+        dtype: Floating-point dtype of the variables and inputs, or a mixed
+            policy (``"mixed_float16"``, ``"mixed_bfloat16"``): float32
+            variables, every layer and activation computed in the half type,
+            and the output returned in float32.
         name: Name of the module.
     """
 
@@ -326,17 +385,21 @@ class MLP(Model):
             shape = shape[:-1].concatenate([layer.units])
 
     def __call__(self, x: Any) -> tf.Tensor:
-        """Returns the network's outputs for the batch ``x``."""
-        x = _as_float_tensor(x, self.dtype)
+        """Returns the network's outputs for the batch ``x``.
+
+        Computed in :attr:`compute_dtype`; under a mixed policy the outputs
+        are cast to float32.
+        """
+        x = _as_float_tensor(x, self.compute_dtype)
         self.maybe_build(x.shape if x.shape.rank else tf.TensorShape([]))
         rank = x.shape.rank
         h = tf.reshape(x, [-1, 1]) if rank <= 1 else x
         for layer in self.layers[:-1]:
-            h = self.activation(layer(h))
-        out = self.layers[-1](h)
+            h = self.activation(layer._forward(h))
+        out = self.layers[-1]._forward(h)
         if rank == 0:
             out = out[0]
-        return out[..., 0] if rank <= 1 and self.units == 1 else out
+        return _output(self, out[..., 0] if rank <= 1 and self.units == 1 else out)
 
 
 def _resolve_activation(
