@@ -75,3 +75,15 @@ def test_gan_example_learns_the_ring_and_writes_its_figure(tmp_path):
     assert std < 0.6
     assert (tmp_path / "samples.png").stat().st_size > 10_000
     assert re.search(r"Epoch +24: d_loss=[\d.]+ g_loss=[\d.]+", out)
+
+
+@pytest.mark.slow
+def test_keras_digits_learns_the_rare_classes_too(tmp_path):
+    result = run("keras_digits.py", "--epochs", "10", cwd=tmp_path)
+    lines = result.stdout.splitlines()
+    epochs = [line for line in lines if line.startswith("Epoch")]
+    assert len(epochs) == 10
+    last = dict(part.split("=") for part in epochs[-1].split(": ")[1].split())
+    assert float(last["accuracy"]) > 0.85 and float(last["val_accuracy"]) > 0.85
+    rare = float(lines[-1].rsplit(" ", 1)[1])
+    assert rare > 0.8  # the class weights keep the rare classes learned

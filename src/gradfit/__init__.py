@@ -10,7 +10,7 @@ happened::
     history = gf.Trainer(gf.LinearModel(), gf.L2(), gf.SGD(0.1)).fit(x, y, epochs=10)
 """
 
-from gradfit import callbacks, saving, schedules, training
+from gradfit import callbacks, metrics, saving, schedules, training
 from gradfit.callbacks import (
     Callback,
     EarlyStopping,
@@ -18,6 +18,7 @@ from gradfit.callbacks import (
     LambdaCallback,
     RecordVariables,
 )
+from gradfit.keras import KerasModel
 from gradfit.losses import (
     L1,
     L2,
@@ -60,6 +61,7 @@ __all__ = [
     "GradientTransform",
     "History",
     "Huber",
+    "KerasModel",
     "KerasOptimizer",
     "LambdaCallback",
     "LinearModel",
@@ -81,6 +83,7 @@ __all__ = [
     "chain",
     "clip_by_global_norm",
     "clip_by_value",
+    "metrics",
     "saving",
     "schedules",
     "training",

@@ -39,6 +39,14 @@ def _align(y_true: tf.Tensor, y_pred: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return y_true, y_pred
 
 
+def _per_example(values: tf.Tensor) -> tf.Tensor:
+    """``values`` averaged over every axis but the first (examples): shape ``[N]``."""
+    rank = values.shape.rank
+    if rank is not None and rank <= 1:
+        return values if rank == 1 else values[None]
+    return tf.reduce_mean(values, axis=list(range(1, rank)) if rank else None)
+
+
 class Loss(abc.ABC):
     """Base class of gradfit's losses: one abstract method, ``__call__``."""
 
@@ -50,6 +58,28 @@ class Loss(abc.ABC):
     def name(self) -> str:
         """A short name for logs, e.g. ``"l2"``."""
         return type(self).__name__.lower()
+
+    def per_example(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        """Each example's loss, shape ``[N]``: what sample weights weigh.
+
+        gradfit's losses implement it (their ``__call__`` is the mean of
+        it); a Loss of your own that takes sample weights implements it too.
+        """
+        raise TypeError(
+            f"{type(self).__name__} does not implement `per_example`, which sample weights "
+            "need: implement it, returning one loss per example."
+        )
+
+    def weighted(self, y_true: tf.Tensor, y_pred: tf.Tensor, sample_weight: tf.Tensor) -> tf.Tensor:
+        """The loss with examples weighted by ``sample_weight``, as Keras reduces it.
+
+        ``sum(loss_i * w_i) / N`` (Keras's ``"sum_over_batch_size"``), so
+        the numbers equal Keras ``fit``'s with the same weights.
+        """
+        losses = self.per_example(y_true, y_pred)
+        weights = tf.reshape(tf.cast(sample_weight, losses.dtype), [-1])
+        count = tf.cast(tf.shape(losses)[0], losses.dtype)
+        return tf.math.divide_no_nan(tf.reduce_sum(losses * weights), count)
 
     def check_targets(  # noqa: B027 - an optional hook, not an abstract method
         self, name: str, y_true: tf.Tensor, num_outputs: int | None
@@ -77,6 +107,11 @@ class L2(Loss):
         y_true, y_pred = _align(y_true, y_pred)
         return tf.reduce_mean(tf.square(y_pred - y_true))
 
+    def per_example(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        """Each example's mean squared error, ``[N]``."""
+        y_true, y_pred = _align(y_true, y_pred)
+        return _per_example(tf.square(y_pred - y_true))
+
 
 class L1(Loss):
     """Mean absolute error, ``mean(|y_pred - y_true|)``."""
@@ -85,6 +120,11 @@ class L1(Loss):
         """Returns the mean absolute error."""
         y_true, y_pred = _align(y_true, y_pred)
         return tf.reduce_mean(tf.abs(y_pred - y_true))
+
+    def per_example(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        """Each example's mean absolute error, ``[N]``."""
+        y_true, y_pred = _align(y_true, y_pred)
+        return _per_example(tf.abs(y_pred - y_true))
 
 
 class Huber(Loss):
@@ -104,12 +144,19 @@ class Huber(Loss):
 
     def __call__(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         """Returns the mean Huber loss."""
+        return tf.reduce_mean(self._elementwise(y_true, y_pred))
+
+    def per_example(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        """Each example's mean Huber loss, ``[N]``."""
+        return _per_example(self._elementwise(y_true, y_pred))
+
+    def _elementwise(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         y_true, y_pred = _align(y_true, y_pred)
         error = tf.abs(y_pred - y_true)
         delta = tf.cast(self.delta, y_pred.dtype)
         quadratic = 0.5 * tf.square(error)
         linear = delta * (error - 0.5 * delta)
-        return tf.reduce_mean(tf.where(error <= delta, quadratic, linear))
+        return tf.where(error <= delta, quadratic, linear)
 
     def __repr__(self) -> str:
         return f"Huber(delta={self.delta})"
@@ -131,13 +178,18 @@ class BinaryCrossentropy(Loss):
 
     def __call__(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         """Returns the mean binary cross-entropy."""
+        return tf.reduce_mean(self._elementwise(y_true, y_pred))
+
+    def per_example(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        """Each example's mean binary cross-entropy, ``[N]``."""
+        return _per_example(self._elementwise(y_true, y_pred))
+
+    def _elementwise(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         y_true, y_pred = _align(y_true, y_pred)
         if self.from_logits:
-            losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=y_true, logits=y_pred)
-        else:
-            p = tf.clip_by_value(y_pred, _EPSILON, 1.0 - _EPSILON)
-            losses = -(y_true * tf.math.log(p) + (1.0 - y_true) * tf.math.log(1.0 - p))
-        return tf.reduce_mean(losses)
+            return tf.nn.sigmoid_cross_entropy_with_logits(labels=y_true, logits=y_pred)
+        p = tf.clip_by_value(y_pred, _EPSILON, 1.0 - _EPSILON)
+        return -(y_true * tf.math.log(p) + (1.0 - y_true) * tf.math.log(1.0 - p))
 
     @property
     def name(self) -> str:
@@ -165,6 +217,13 @@ class SparseCategoricalCrossentropy(Loss):
 
     def __call__(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         """Returns the mean sparse categorical cross-entropy."""
+        return tf.reduce_mean(self._elementwise(y_true, y_pred))
+
+    def per_example(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        """Each example's (mean) sparse categorical cross-entropy, ``[N]``."""
+        return _per_example(self._elementwise(y_true, y_pred))
+
+    def _elementwise(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         y_pred = tf.convert_to_tensor(y_pred)
         labels = tf.convert_to_tensor(y_true)
         if labels.shape.rank is not None and labels.shape.rank == y_pred.shape.rank:
@@ -175,8 +234,7 @@ class SparseCategoricalCrossentropy(Loss):
         else:
             # As Keras: clip, take logs, and let the softmax renormalise.
             logits = tf.math.log(tf.clip_by_value(y_pred, _EPSILON, 1.0 - _EPSILON))
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-        return tf.reduce_mean(losses)
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
 
     def check_targets(self, name: str, y_true: tf.Tensor, num_outputs: int | None) -> None:
         """Checks that every label is a class index in ``[0, num_outputs)``."""

@@ -345,7 +345,9 @@ def export_model(
     if not callable(model):
         raise TypeError(f"`model` must be callable. {v.received('model', model)}")
     target = v.path("path", path)
-    if input_signature is None:
+    if input_signature is None and getattr(model, "input_signature", None) is not None:
+        specs = [model.input_signature]  # a KerasModel's, nested like its inputs
+    elif input_signature is None:
         shape = model.input_shape if isinstance(model, Model) else None
         if shape is None:
             raise ValueError(

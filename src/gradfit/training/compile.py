@@ -124,6 +124,23 @@ class Compiled:
         return int(self.function.experimental_get_tracing_count())
 
 
+def hashable(key: Any) -> Hashable:
+    """``key``, with any dicts and lists in it (nested data specs) made hashable."""
+    try:
+        hash(key)
+    except TypeError:
+        return _frozen(key)
+    return key
+
+
+def _frozen(value: Any) -> Hashable:
+    if isinstance(value, dict):
+        return ("dict", tuple((k, _frozen(item)) for k, item in sorted(value.items())))
+    if isinstance(value, list | tuple):
+        return (type(value).__name__, tuple(_frozen(item) for item in value))
+    return value
+
+
 class FunctionCache:
     """Compiled functions by key, for one task structure at a time, at most ``size`` of them.
 
@@ -165,6 +182,7 @@ class FunctionCache:
 
     def get(self, key: Hashable, make: Callable[[], Any]) -> Any:
         """The function under ``key``, made by ``make()`` when missing."""
+        key = hashable(key)
         fn = self._functions.get(key)
         if fn is None:
             fn = self._functions[key] = make()

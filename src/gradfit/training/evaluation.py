@@ -17,7 +17,6 @@ from gradfit import data as data_lib
 from gradfit.training import loops
 from gradfit.training import step as step_lib
 from gradfit.training.compile import FunctionCache
-from gradfit.training.nonfinite import weighted_mean
 
 
 class Evaluator:
@@ -42,18 +41,23 @@ class Evaluator:
             lambda: step_lib.traced_names(self.task.test_step, spec),
         )
 
-    def evaluate(self, data: data_lib.Data, jit: bool | str, name: str = "x") -> dict[str, float]:
-        """The example-weighted means of ``test_step``'s logs over ``data``."""
-        names = self.names(data.batch_spec)
-        if isinstance(data, data_lib.ArrayData):
-            logs, sizes = self._arrays(data, names, jit)
-        else:
-            logs, sizes = self._batches(data, names, jit, name)
-        return weighted_mean(logs, sizes, names)
+    def columns(self, spec: Any) -> step_lib.Columns:
+        """The layout of ``test_step``'s log vector for batches of ``spec``."""
+        return step_lib.Columns(self.names(spec), flag=False, kinds=self.task.log_kinds())
 
-    def _step(self, spec: Any, names: list[str], jit: bool | str) -> Any:
+    def evaluate(self, data: data_lib.Data, jit: bool | str, name: str = "x") -> dict[str, float]:
+        """The epoch values of ``test_step``'s logs over ``data`` (metrics reset first)."""
+        columns = self.columns(data.batch_spec)
+        self.task.reset_metrics()
+        if isinstance(data, data_lib.ArrayData):
+            logs, sizes = self._arrays(data, columns, jit)
+        else:
+            logs, sizes = self._batches(data, columns, jit, name)
+        return columns.reduce(logs, sizes)
+
+    def _step(self, spec: Any, columns: step_lib.Columns, jit: bool | str) -> Any:
         task, dtype = self.task, step_lib.log_dtype(self.task)
-        fn = step_lib.test_step(task, names, dtype)
+        fn = step_lib.test_step(task, columns, dtype)
         return self.functions.compiled(
             ("eval", spec, task.cache_key()),
             lambda jit: tf.function(fn, input_signature=[spec], jit_compile=jit),
@@ -62,20 +66,19 @@ class Evaluator:
         )
 
     def _batches(
-        self, data: data_lib.Data, names: list[str], jit: bool | str, name: str
+        self, data: data_lib.Data, columns: step_lib.Columns, jit: bool | str, name: str
     ) -> tuple[np.ndarray, np.ndarray]:
-        fn = self._step(data.batch_spec, names, jit)
+        fn = self._step(data.batch_spec, columns, jit)
         results, sizes = [], []
-        for x_batch, y_batch, size in data.batches():
-            batch = x_batch if y_batch is None else (x_batch, y_batch)
+        for batch, size in data.elements():
             results.append(fn(batch))
-            sizes.append(size if size is not None else tf.shape(x_batch)[0])
+            sizes.append(size if size is not None else loops.batch_rows(batch))
         if not results:
             raise ValueError(f"`{name}` yielded no batches; the dataset is empty.")
         return tf.stack(results).numpy(), np.array([int(s) for s in sizes], np.float64)
 
     def _arrays(
-        self, data: data_lib.ArrayData, names: list[str], jit: bool | str
+        self, data: data_lib.ArrayData, columns: step_lib.Columns, jit: bool | str
     ) -> tuple[np.ndarray, np.ndarray]:
         """One call runs all full batches; a ragged last batch is one more call of the step.
 
@@ -89,7 +92,7 @@ class Evaluator:
         spec = data.batch_spec
         batch = tf.nest.map_structure(lambda s: tf.TensorSpec([size, *s.shape[1:]], s.dtype), spec)
         key = ("eval-arrays", spec, size, task.cache_key())
-        fn = step_lib.test_step(task, names, dtype)
+        fn = step_lib.test_step(task, columns, dtype)
         step = self.functions.compiled(
             (*key, "step"),
             lambda jit: tf.function(fn, input_signature=[batch], jit_compile=jit),
@@ -102,7 +105,7 @@ class Evaluator:
         loop = self.functions.get(
             (*key, "loop", step.jit_compile),
             lambda: tf.function(
-                loops.eval_loop(inner, pack, size, len(names), dtype),
+                loops.eval_loop(inner, pack, size, columns.width, dtype),
                 input_signature=[arrays_spec],
             ),
         )
@@ -110,13 +113,13 @@ class Evaluator:
         sizes = np.full(full + (1 if rest else 0), size, np.float64)
         if rest:
             sizes[full] = rest
-            last = self._step(spec, names, jit)
+            last = self._step(spec, columns, jit)
             tail = data.pack([t[full * size :] for t in data.arrays])
             logs.append(last(tail).numpy()[None])
         return np.concatenate(logs), sizes
 
-    def predict(self, data: data_lib.Data, jit: bool | str) -> np.ndarray:
-        """``predict_step`` on every batch of features, concatenated."""
+    def predict(self, data: data_lib.Data, jit: bool | str) -> Any:
+        """``predict_step`` on every batch of features, concatenated (leaf by leaf, if nested)."""
         task, x_spec = self.task, data.x_spec  # the cached closure must not hold `data`
         fn = self.functions.compiled(
             ("predict", x_spec, task.cache_key()),
@@ -124,7 +127,9 @@ class Evaluator:
             "prediction step",
             jit,
         )
-        outputs = [fn(x_batch) for x_batch, _, _ in data.batches()]
+        outputs = [fn(batch) for batch, _ in data.elements()]
         if not outputs:
             raise ValueError("`x` yielded no batches; the dataset is empty.")
-        return np.concatenate([o.numpy() for o in outputs], axis=0)
+        return tf.nest.map_structure(
+            lambda *parts: np.concatenate([p.numpy() for p in parts], axis=0), *outputs
+        )

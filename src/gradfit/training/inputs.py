@@ -58,8 +58,10 @@ class Inputs:
         names: tuple[str, str],
         *,
         with_targets: bool | None = None,
+        sample_weight: Any = None,
+        class_weight: Any = None,
     ) -> data_lib.Data:
-        """Validates ``x`` and ``y`` (:func:`gradfit.data.prepare`); the task checks them too."""
+        """Validates ``x``, ``y`` and weights (:func:`gradfit.data.prepare`), then the task does."""
         if with_targets is None and self.task.needs_targets:
             with_targets = True
         prepared = data_lib.prepare(
@@ -69,6 +71,8 @@ class Inputs:
             batch_size=batch_size,
             names=names,
             with_targets=with_targets,
+            sample_weight=sample_weight,
+            class_weight=class_weight,
         )
         self.task.check_data(prepared, names)
         return prepared
@@ -89,18 +93,25 @@ class Inputs:
         if not self.task.needs_targets and not isinstance(validation_data, tuple):
             # Features alone, for a task that trains on features alone (a tuple is (x, y)).
             return self.prepare(validation_data, None, batch_size, ("validation_data", "y"))
-        if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
+        if not isinstance(validation_data, tuple | list) or len(validation_data) not in (2, 3):
             raise ValueError(
-                "`validation_data` must be a tuple (x_val, y_val) or a tf.data.Dataset of "
-                f"(x, y) batches. {v.received('validation_data', validation_data)}"
+                "`validation_data` must be a tuple (x_val, y_val) or (x_val, y_val, "
+                "sample_weight_val), or a tf.data.Dataset of (x, y) batches. "
+                f"{v.received('validation_data', validation_data)}"
             )
-        x_val, y_val = validation_data
+        x_val, y_val, *w_val = validation_data
         if isinstance(x_val, tf.data.Dataset):
             raise ValueError(
                 "`validation_data` must be a tuple of arrays or a Dataset, not a tuple holding "
                 f"a Dataset. {v.received('validation_data', validation_data)}"
             )
-        return self.prepare(x_val, y_val, batch_size, ("validation_data[0]", "validation_data[1]"))
+        return self.prepare(
+            x_val,
+            y_val,
+            batch_size,
+            ("validation_data[0]", "validation_data[1]"),
+            sample_weight=w_val[0] if w_val else None,
+        )
 
     def train_names(self, train: data_lib.Data) -> list[str]:
         """The names ``train_step`` logs (known, or found by tracing it once per data spec)."""

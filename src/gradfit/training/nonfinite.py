@@ -73,26 +73,15 @@ class NonFinitePolicy:
             )
 
     def epoch_logs(self, logs: np.ndarray, sizes: np.ndarray, columns: Columns) -> dict[str, float]:
-        """The epoch's means of the step logs, leaving out skipped (non-finite) steps."""
-        width = len(columns.names)
+        """The epoch's values of the step logs (:meth:`Columns.reduce`), skipped steps left out."""
         if columns.flag is None:
-            return weighted_mean(logs[:, :width], sizes, columns.names)
+            return columns.reduce(logs, sizes)
         skipped = logs[:, columns.flag] > 0
         kept = ~skipped
         if kept.any():
-            means = weighted_mean(logs[kept, :width], sizes[kept], columns.names)
+            means = columns.reduce(logs[kept], sizes[kept])
         else:
             means = dict.fromkeys(columns.names, float("nan"))
         if self.mode == "skip":
             means["nonfinite_steps"] = float(skipped.sum())
         return means
-
-
-def weighted_mean(logs: np.ndarray, sizes: np.ndarray, names: list[str]) -> dict[str, float]:
-    """Example-weighted means of per-step logs, in float64.
-
-    For a single full batch this is the step's own value exactly
-    (``v * n / n`` is exact in float64 for a float32 ``v``).
-    """
-    means = (logs.astype(np.float64) * sizes[:, None]).sum(axis=0) / sizes.sum()
-    return dict(zip(names, (float(m) for m in means), strict=True))

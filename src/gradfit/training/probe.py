@@ -1,60 +1,76 @@
-"""The probe: a supervised task's model and loss run eagerly on all-zero examples.
+"""The probe: a supervised task's model, losses and metrics run eagerly on all-zero examples.
 
 Turns a mismatch between the data and the model, loss or metrics into a
 clear ``ValueError`` naming the argument, before anything is traced or any
-variable changes. A data spec checked once is not probed again.
+variable changes. A data spec checked once is not probed again. Keras
+metrics are probed through fresh copies: the real ones never see the
+probe's examples.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import tensorflow as tf
 
 from gradfit import data as data_lib
+from gradfit.keras import KerasModel
 from gradfit.losses import loss_name
+from gradfit.training import metric_logs
+from gradfit.training.compile import hashable
+from gradfit.training.objective import takes_sample_weight, weighted_loss
 
 
 class Probe:
     """Remembers which data specs a task took; see the module docstring."""
 
     def __init__(self) -> None:
-        self._probed: dict[Any, int | None] = {}  # data specs -> the predictions' width
+        self._probed: dict[Any, Any] = {}  # data specs -> the predictions' widths
 
     def check(self, task: Any, data: data_lib.Data, names: tuple[str, str]) -> None:
-        """Builds ``task.model`` for ``data`` and probes it (and the loss and metrics).
+        """Builds ``task.model`` for ``data`` and probes it (and the losses and metrics).
 
         Args:
             task: A :class:`~gradfit.training.supervised.SupervisedTask`.
             data: The prepared data.
             names: The features' and targets' argument names, for messages.
         """
-        self._build(task.model, data, names)
-        x_spec, y_spec = data.x_spec, data.y_spec
-        key = (x_spec, y_spec, task.cache_key())
+        self._build(task, data, names)
+        key = hashable((data.batch_spec, task.cache_key()))
         if key in self._probed:  # this model, loss and metrics took such data before
             _check_targets(task, data, names, self._probed[key])
             return
-        x0, y0 = example_batch(task.model, data)
+        batch = example_batch(task.model, data)
+        x0 = batch[0] if data.y_spec is not None else batch
         try:
-            pred = task.model(x0)
+            pred = task.predictions(x0, training=False)
         except Exception as err:
             raise ValueError(
-                f"The model cannot be called on examples of `{names[0]}` (per-example shape "
-                f"{tuple(x_spec.shape[1:])}, dtype {x_spec.dtype.name}): {err}"
+                f"The model cannot be called on examples of `{names[0]}` (per-example "
+                f"{_shapes(data.x_spec)}): {err}"
             ) from err
-        num_outputs = pred.shape[-1] if pred.shape.rank else None
-        if y_spec is not None and y0 is not None:
-            _check_targets(task, data, names, num_outputs)
-            for name, fn in (("loss", task.loss), *task.metrics.items()):
-                _check_loss_output("loss" if name == "loss" else "metrics", fn, y0, pred, names)
-        self._probed[key] = num_outputs
+        widths = tf.nest.map_structure(lambda p: p.shape[-1] if p.shape.rank else None, pred)
+        if data.y_spec is not None:
+            y0 = batch[1]
+            w0 = batch[2] if len(batch) == 3 else None
+            _check_structure(task, y0, pred, names)
+            _check_targets(task, data, names, widths)
+            _check_losses(task, y0, pred, w0, names)
+            for name, metric in task.metrics.items():
+                _check_output("metrics", name, metric_logs.probe_copy(metric), y0, pred, names)
+        self._probed[key] = widths
 
     @staticmethod
-    def _build(model: Any, data: data_lib.Data, names: tuple[str, str]) -> None:
-        shape = data.x.shape if isinstance(data, data_lib.ArrayData) else data.x_spec.shape
+    def _build(task: Any, data: data_lib.Data, names: tuple[str, str]) -> None:
+        spec = data.x_spec
+        shape: Any = tf.nest.map_structure(lambda s: s.shape, spec)
+        if isinstance(data, data_lib.ArrayData) and tf.is_tensor(data.x):
+            shape = data.x.shape
+        elif not isinstance(spec, tf.TensorSpec) and not isinstance(task.model, KerasModel):
+            return  # nested inputs: a model of your own builds on its first call (the probe's)
         try:
-            model.maybe_build(shape)
+            task.model.maybe_build(shape)
         except ValueError as err:
             if names[0] == "x":
                 raise
@@ -63,45 +79,127 @@ class Probe:
             raise ValueError(message) from None
 
 
-def _check_loss_output(
-    arg: str, fn: Any, y0: tf.Tensor, pred: tf.Tensor, names: tuple[str, str]
+def _shapes(spec: Any) -> str:
+    described = tf.nest.map_structure(lambda s: (tuple(s.shape[1:]), s.dtype.name), spec)
+    if isinstance(spec, tf.TensorSpec):
+        shape, dtype = described
+        return f"shape {shape}, dtype {dtype}"
+    return f"shapes and dtypes {described}"
+
+
+def _check_structure(task: Any, y0: Any, pred: Any, names: tuple[str, str]) -> None:
+    """Several losses need targets and predictions keyed (or ordered) like them."""
+    loss = task.objective.loss
+    if isinstance(loss, Mapping):
+        for part, value in ((names[1], y0), ("the model's outputs", pred)):
+            keys = sorted(value) if isinstance(value, Mapping) else None
+            if keys is None or set(loss) - set(keys):
+                raise ValueError(
+                    f"`loss` is a dict keyed {sorted(loss)}; {_quote(part)} must be a dict with "
+                    f"those keys. Received: keys {keys}"
+                )
+    elif isinstance(loss, list):
+        for part, value in ((names[1], y0), ("the model's outputs", pred)):
+            if not isinstance(value, list | tuple) or len(value) != len(loss):
+                raise ValueError(
+                    f"`loss` is a list of {len(loss)} losses; {_quote(part)} must be a tuple or "
+                    f"list of {len(loss)} parts. Received: {type(value).__name__}"
+                )
+    elif not isinstance(y0, tf.Tensor):
+        raise ValueError(
+            f"`loss` is a single loss, but {_quote(names[1])} holds targets of several parts "
+            f"(a {type(y0).__name__}); pass a dict or list of losses, one per output. "
+            f"Received: `{names[0]}` with targets {_shapes(data_lib.batch_spec(y0))}"
+        )
+
+
+def _quote(part: str) -> str:
+    return part if part.startswith("the ") else f"`{part}`"
+
+
+def _check_losses(task: Any, y0: Any, pred: Any, w0: Any, names: tuple[str, str]) -> None:
+    for key, loss in task.objective.items():
+        y_part = y0 if key is None else y0[key]
+        pred_part = pred if key is None else pred[key]
+        label = "loss" if key is None else f"loss[{key!r}]"
+        if w0 is not None and not takes_sample_weight(loss):
+            raise TypeError(
+                f"`{label}` ({loss_name(loss)}) cannot weigh examples, and sample weights were "
+                "given: use a gradfit or Keras loss, a gradfit Loss with `per_example`, or a "
+                "callable taking `sample_weight=`."
+            )
+        _check_output(
+            label,
+            None,
+            _weighted(loss, w0),
+            y_part,
+            pred_part,
+            names,
+            fn_name=loss_name(loss),
+        )
+    losses = list(getattr(task.model, "losses", ()))
+    for term in losses:
+        if not tf.convert_to_tensor(term).dtype.is_floating:
+            raise ValueError(f"The model's `losses` must be float scalars. Received: {term}")
+
+
+def _weighted(loss: Any, weights: Any) -> Any:
+    return lambda y, pred: weighted_loss(loss, y, pred, weights)
+
+
+def _check_output(
+    arg: str,
+    name: str | None,
+    fn: Any,
+    y0: Any,
+    pred: Any,
+    names: tuple[str, str],
+    *,
+    fn_name: str | None = None,
 ) -> None:
     """Runs a loss or metric on the probe's batch; it must give a float scalar."""
+    label = fn_name or name or loss_name(fn)
     try:
         value = fn(y0, pred)
     except Exception as err:
         raise ValueError(
-            f"`{arg}` ({loss_name(fn)}) failed on `{names[1]}` of per-example shape "
-            f"{tuple(y0.shape[1:])} (dtype {y0.dtype.name}) and predictions of "
-            f"per-example shape {tuple(pred.shape[1:])}: {err}"
+            f"`{arg}` ({label}) failed on `{names[1]}` of per-example "
+            f"{_shapes(data_lib.batch_spec(y0))} and predictions of per-example "
+            f"{_shapes(data_lib.batch_spec(pred))}: {err}"
         ) from err
     value = tf.convert_to_tensor(value)
     if value.shape.rank != 0 or not (value.dtype.is_floating):
         raise ValueError(
-            f"`{arg}` ({loss_name(fn)}) must return a floating-point scalar; it returned "
+            f"`{arg}` ({label}) must return a floating-point scalar; it returned "
             f"shape {value.shape} and dtype {value.dtype.name}."
         )
 
 
-def _check_targets(
-    task: Any, data: data_lib.Data, names: tuple[str, str], num_outputs: int | None
-) -> None:
-    """Lets the loss reject in-memory targets it can never accept (labels out of range)."""
-    check = getattr(task.loss, "check_targets", None)
-    if isinstance(data, data_lib.ArrayData) and data.y is not None and callable(check):
-        check(names[1], data.y, num_outputs)
+def _check_targets(task: Any, data: data_lib.Data, names: tuple[str, str], widths: Any) -> None:
+    """Lets each loss reject in-memory targets it can never accept (labels out of range)."""
+    if not isinstance(data, data_lib.ArrayData) or data.y is None:
+        return
+    for key, loss in task.objective.items():
+        check = getattr(loss, "check_targets", None)
+        if not callable(check):
+            continue
+        y = data.y if key is None else data.y[key]
+        width = widths if key is None else widths[key]
+        label = names[1] if key is None else f"{names[1]}[{key!r}]"
+        if tf.is_tensor(y) and (width is None or isinstance(width, int)):
+            check(label, y, width)
 
 
-def example_batch(model: Any, data: data_lib.Data) -> tuple[tf.Tensor, tf.Tensor | None]:
-    """All-zero ``(x, y)`` batches shaped like the data (:func:`gradfit.data.example_batch`).
+def example_batch(model: Any, data: data_lib.Data) -> Any:
+    """An all-zero batch shaped like the data (:func:`gradfit.data.example_batch`).
 
-    Unknown feature sizes come from the built model where it knows them.
+    Unknown feature sizes of a single input come from the built model where it knows them.
     """
-    x_spec, y_spec = data.x_spec, data.y_spec
+    spec = data.batch_spec
     built = getattr(model, "input_shape", None)
-    dims = [d if d is not None or not built else built[i] for i, d in enumerate(x_spec.shape[1:])]
-    x_spec = tf.TensorSpec([None, *dims], x_spec.dtype)
-    if y_spec is None:
-        return data_lib.example_batch(x_spec), None
-    x0, y0 = data_lib.example_batch((x_spec, y_spec))
-    return x0, y0
+    x_spec = data.x_spec
+    if built and isinstance(x_spec, tf.TensorSpec):
+        dims = [d if d is not None else built[i] for i, d in enumerate(x_spec.shape[1:])]
+        x_spec = tf.TensorSpec([None, *dims], x_spec.dtype)
+        spec = x_spec if data.y_spec is None else (x_spec, *spec[1:])
+    return data_lib.example_batch(spec)

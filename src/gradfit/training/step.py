@@ -19,27 +19,74 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from gradfit.training.loops import Step
 
 
 class Columns:
-    """What a step's log vector holds: visible logs, then the optional non-finite flag.
+    """What a step's log vector holds: visible logs, their weights, the non-finite flag.
+
+    The vector is ``[visible logs..., weights of the weighted logs..., flag]``.
+    A log's epoch value is, by its kind (see :meth:`Task.log_kinds`): the
+    batch-size-weighted mean of its step values (the default); for a
+    ``"weighted"`` log, the mean weighted by the step's own weight column;
+    for a ``"running"`` log, its last step's value.
 
     Args:
         names: The visible logs' names (the task's, then maybe ``grad_norm``).
         flag: Whether a non-finite flag column follows them.
+        kinds: The kinds of the logs that are not plain batch means, by name.
     """
 
-    def __init__(self, names: list[str], *, flag: bool) -> None:
+    def __init__(
+        self, names: list[str], *, flag: bool, kinds: Mapping[str, str] | None = None
+    ) -> None:
+        kinds = dict(kinds or {})
+        check_kinds(names, kinds)
         self.names = names
-        self.flag = len(names) if flag else None  # index of the non-finite flag, if any
+        self.weighted = [name for name in names if kinds.get(name) == "weighted"]
+        self.running = [name for name in names if kinds.get(name) == "running"]
+        width = len(names) + len(self.weighted)
+        self.flag = width if flag else None  # index of the non-finite flag, if any
 
     @property
     def width(self) -> int:
         """The vector's length."""
-        return len(self.names) + (self.flag is not None)
+        return len(self.names) + len(self.weighted) + (self.flag is not None)
+
+    def reduce(self, logs: np.ndarray, sizes: np.ndarray) -> dict[str, float]:
+        """The epoch values of step logs ``logs[steps, width]`` of batches of ``sizes``.
+
+        In float64; for a single full batch a mean is the step's own value
+        exactly (``v * n / n`` is exact in float64 for a float32 ``v``).
+        """
+        logs = logs.astype(np.float64)
+        count = len(self.names)
+        means = (logs[:, :count] * sizes[:, None]).sum(axis=0) / sizes.sum()
+        values = dict(zip(self.names, (float(m) for m in means), strict=True))
+        for i, name in enumerate(self.weighted):
+            weights = logs[:, count + i]
+            total = weights.sum()
+            column = logs[:, self.names.index(name)]
+            values[name] = float((column * weights).sum() / total) if total else 0.0
+        for name in self.running:
+            values[name] = float(logs[-1, self.names.index(name)])
+        return values
+
+
+KINDS = ("mean", "weighted", "running")
+
+
+def check_kinds(names: Sequence[str], kinds: Mapping[str, str]) -> None:
+    """A ``ValueError`` for a log kind that is unknown or names no log."""
+    for name, kind in kinds.items():
+        if kind not in KINDS or name not in names:
+            raise ValueError(
+                f"`log_kinds` must map log names to one of {KINDS}; got {name!r}: {kind!r} "
+                f"for the logs {list(names)}."
+            )
 
 
 def log_dtype(task: Any) -> tf.DType:
@@ -98,6 +145,7 @@ def train_step(task: Any, names: Sequence[str], columns: Columns, dtype: tf.DTyp
         gradients = present_gradients(logs)
         if with_norm:
             outputs.append(tf.cast(tf.linalg.global_norm(gradients), dtype))
+        outputs += _weights(logs, columns.weighted, dtype, "train_step")
         if columns.flag is not None:
             finite = tf.constant(True)
             for value in [*values, *gradients]:
@@ -109,12 +157,29 @@ def train_step(task: Any, names: Sequence[str], columns: Columns, dtype: tf.DTyp
     return step
 
 
-def test_step(task: Any, names: Sequence[str], dtype: tf.DType) -> Step:
-    """Returns ``step(batch) -> logs[k]``: ``task.test_step`` as a vector, in ``names``' order."""
+def _weights(
+    logs: Mapping[str, Any], weighted: Sequence[str], dtype: tf.DType, what: str
+) -> list[tf.Tensor]:
+    """The weight columns of the ``weighted`` logs, from a :class:`StepLogs`' ``weights``."""
+    given = getattr(logs, "weights", {})
+    missing = [name for name in weighted if name not in given]
+    if missing:
+        raise ValueError(
+            f"`{what}` logs {missing} as 'weighted' (see `log_kinds`) but gives no weight for "
+            "them; return StepLogs(..., weights={name: weight})."
+        )
+    return [tf.cast(given[name], dtype) for name in weighted]
+
+
+def test_step(task: Any, columns: Columns, dtype: tf.DType) -> Step:
+    """Returns ``step(batch) -> logs[k]``: ``task.test_step`` as a vector of ``columns``."""
 
     def step(batch: Any) -> tf.Tensor:
-        values = _values(task.test_step(batch), names, "test_step")
-        return tf.stack([tf.cast(value, dtype) for value in values])
+        logs = task.test_step(batch)
+        values = _values(logs, columns.names, "test_step")
+        outputs = [tf.cast(value, dtype) for value in values]
+        outputs += _weights(logs, columns.weighted, dtype, "test_step")
+        return tf.stack(outputs)
 
     return step
 

@@ -15,6 +15,7 @@ import abc
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+import keras
 import tensorflow as tf
 
 
@@ -25,14 +26,27 @@ class StepLogs(dict):  # type: ignore[type-arg]
     NaN or infinity (not only when a logged value does), and logs the
     gradients' global norm as ``"grad_norm"`` when a callback asks for it.
 
+    A log the task declares ``"weighted"`` (:meth:`Task.log_kinds`) also
+    needs its weight for this step in ``weights``: its epoch value is then
+    the mean of its step values weighted by them (a weighted metric's sum
+    of sample weights, say), instead of by the batch sizes.
+
     Args:
         logs: The step's scalar logs by name.
         gradients: The gradients the step applied (``None`` entries skipped).
+        weights: Each weighted log's weight for this step, by name.
     """
 
-    def __init__(self, logs: Mapping[str, Any], *, gradients: Sequence[Any] = ()) -> None:
+    def __init__(
+        self,
+        logs: Mapping[str, Any],
+        *,
+        gradients: Sequence[Any] = (),
+        weights: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(logs)
         self.gradients = list(gradients)
+        self.weights = dict(weights or {})
 
 
 class Task(tf.Module, abc.ABC):
@@ -126,6 +140,26 @@ class Task(tf.Module, abc.ABC):
         """The names ``train_step`` logs, in order, if known without tracing it (else ``None``)."""
         return None
 
+    def log_kinds(self) -> Mapping[str, str]:
+        """How the epoch value of each log that is not a plain batch mean is formed, by name.
+
+        ``"weighted"``: the step returns a :class:`StepLogs` with the log's
+        weight, and the epoch value is the weighted mean of its step values
+        (exact epoch values of weighted metrics). ``"running"``: the value
+        already sums up the epoch so far (a stateful metric's ``result()``):
+        the epoch value is the last step's. Other logs (the default, all of
+        them) are means of the step values weighted by batch size.
+        """
+        return {}
+
+    def reset_metrics(self) -> None:
+        """Resets stateful metrics, eagerly: before every epoch's first step and every evaluation.
+
+        A resumed epoch (a restored mid-epoch backup) does not reset: the
+        metrics' state comes back with the rest of the task's. The default
+        does nothing.
+        """
+
     def epoch_logs(self) -> dict[str, float]:
         """Values added to every epoch's logs after training it (e.g. the learning rate)."""
         return {}
@@ -143,13 +177,18 @@ class Task(tf.Module, abc.ABC):
 
         The task's ``tf.Module`` variables, every ``tf.Variable`` in its
         checkpoint graph (a ``tf.random.Generator``'s state, say: what a
-        backup saves, a rollback restores) and wrapped Keras optimizers'.
+        backup saves, a rollback restores), and the ``tf.Variable`` under
+        every Keras variable it holds (Keras models' weights and BatchNorm
+        statistics, Keras metrics' and wrapped Keras optimizers' state).
         """
         found: list[Any] = list(self.variables)
-        descendants = tf.train.TrackableView(self).descendants()
-        found.extend(obj for obj in descendants if isinstance(obj, tf.Variable))
+        for obj in tf.train.TrackableView(self).descendants():
+            if isinstance(obj, keras.Variable):
+                obj = obj.value
+            if isinstance(obj, tf.Variable):
+                found.append(obj)
         for module in (self, *self.submodules):
             optimizer = getattr(module, "optimizer", None)  # a wrapped Keras optimizer
-            found.extend(getattr(optimizer, "variables", ()))
+            found.extend(var.value for var in getattr(optimizer, "variables", ()))
         unique = {id(var): var for var in found}
         return list(unique.values())

@@ -24,19 +24,15 @@ from gradfit import data as data_lib
 from gradfit.callbacks import BackupAndRestore, Callback, CallbackList, History, ProgressBar
 from gradfit.callbacks.base import Logs, check_callbacks
 from gradfit.checkpoint import saving
-from gradfit.losses import check_loss
 from gradfit.training import compile as compile_lib
 from gradfit.training import step as step_lib
 from gradfit.training.epoch import ArrayEpoch, DatasetEpoch, Run, StepSaves
 from gradfit.training.evaluation import Evaluator
 from gradfit.training.inputs import Inputs, require
 from gradfit.training.nonfinite import NonFinitePolicy
+from gradfit.training.objective import check_losses
 from gradfit.training.state import RunState
-from gradfit.training.supervised import (
-    SupervisedTask,
-    check_metrics,
-    check_update_rule,
-)
+from gradfit.training.supervised import SupervisedTask, check_update_rule
 from gradfit.training.task import Task
 
 
@@ -50,11 +46,20 @@ def _check_jit_compile(value: Any) -> bool | str:
     )
 
 
-def _make_task(task_or_model: Any, loss: Any, update_rule: Any, metrics: Any) -> Task:
+def _make_task(
+    task_or_model: Any, loss: Any, update_rule: Any, metrics: Any, weighted_metrics: Any
+) -> Task:
     """The task to train: ``task_or_model`` itself, or a SupervisedTask of the model."""
     if not isinstance(task_or_model, Task):
-        return SupervisedTask(task_or_model, loss, update_rule, metrics=metrics)
-    given = {"loss": loss, "update_rule": update_rule, "metrics": metrics or None}
+        return SupervisedTask(
+            task_or_model, loss, update_rule, metrics=metrics, weighted_metrics=weighted_metrics
+        )
+    given = {
+        "loss": loss,
+        "update_rule": update_rule,
+        "metrics": metrics or None,
+        "weighted_metrics": weighted_metrics or None,
+    }
     for name, value in given.items():
         if value is not None:
             raise TypeError(
@@ -102,15 +107,21 @@ class Trainer:
 
     Args:
         task_or_model: A :class:`gradfit.Task`, or a :class:`gradfit.Model`
-            (then ``Trainer(model, loss, update_rule, metrics=...)`` trains
-            ``gf.SupervisedTask(model, loss, update_rule, metrics=...)``).
-        loss: With a model: a :class:`gradfit.Loss` or any
-            ``callable(y_true, y_pred) -> scalar``.
+            or ``keras.Model`` (then ``Trainer(model, loss, update_rule,
+            metrics=...)`` trains ``gf.SupervisedTask(model, loss,
+            update_rule, metrics=...)``).
+        loss: With a model: a :class:`gradfit.Loss`, a Keras loss or any
+            ``callable(y_true, y_pred) -> scalar``; a dict of them keyed
+            like ``y`` for a model of several outputs.
         update_rule: With a model: a :class:`gradfit.UpdateRule`; ``None``
             means ``SGD()``.
-        metrics: With a model: callables ``metric(y_true, y_pred) ->
-            scalar`` (a Loss works), or a dict of them by name; their epoch
-            means appear in the History.
+        metrics: With a model: :mod:`gradfit.metrics`, Keras metric
+            objects, names (``"accuracy"``) or callables ``metric(y_true,
+            y_pred) -> scalar`` (a Loss works), or a dict of them by name;
+            their exact epoch values appear in the History. As in Keras,
+            they ignore sample weights.
+        weighted_metrics: With a model: metrics that weigh examples by the
+            sample (or class) weights, as Keras's ``weighted_metrics``.
         callbacks: Callbacks used by every ``fit``.
         jit_compile: ``True`` compiles the training loop with XLA, ``False``
             does not. ``"auto"`` (the default) uses XLA for runs of at least
@@ -162,13 +173,14 @@ class Trainer:
         update_rule: Any = None,
         *,
         metrics: Any = (),
+        weighted_metrics: Any = (),
         callbacks: Sequence[Callback] = (),
         jit_compile: bool | str = "auto",
         steps_per_execution: int | None = None,
         on_nonfinite: str = "raise",
         max_consecutive_nonfinite: int = 10,
     ) -> None:
-        self.task = _make_task(task_or_model, loss, update_rule, metrics)
+        self.task = _make_task(task_or_model, loss, update_rule, metrics, weighted_metrics)
         self.callbacks = check_callbacks("callbacks", callbacks)
         self.jit_compile = _check_jit_compile(jit_compile)
         self.steps_per_execution = v.optional_positive_int(
@@ -192,8 +204,9 @@ class Trainer:
         return model if isinstance(model, tf.Module) else self.task
 
     update_rule = _part("update_rule", check_update_rule)
-    loss = _part("loss", check_loss)
-    metrics = _part("metrics", check_metrics)
+    loss = _part("loss", check_losses)
+    metrics = _part("metrics", lambda metrics: metrics)  # (the task checks them)
+    weighted_metrics = _part("weighted_metrics", lambda metrics: metrics)
 
     def _supervised(self, name: str) -> SupervisedTask:
         if not isinstance(self.task, SupervisedTask):
@@ -236,6 +249,8 @@ class Trainer:
         batch_size: int | None = None,
         shuffle: bool = True,
         seed: int | None = None,
+        sample_weight: Any = None,
+        class_weight: Any = None,
         validation_data: Any = None,
         callbacks: Sequence[Callback] = (),
     ) -> History:
@@ -245,10 +260,13 @@ class Trainer:
 
         Args:
             x: Features (NumPy array, tensor or list; integers are cast to
-                the task's float dtype), or a ``tf.data.Dataset`` of
-                ``(x, y)`` batches (any elements, for a task of your own).
-            y: Targets; ``None`` when ``x`` is a dataset, or for a task that
-                trains on features alone.
+                the task's float dtype), a dict, tuple or list of them for a
+                model of several inputs, or a ``tf.data.Dataset`` of
+                ``(x, y)`` or ``(x, y, sample_weight)`` batches (any
+                elements, for a task of your own).
+            y: Targets, likewise (a dict or tuple for several outputs);
+                ``None`` when ``x`` is a dataset, or for a task that trains
+                on features alone.
             epochs: Number of passes over the data.
             batch_size: Examples per step; ``None`` puts the whole data set
                 in one batch (full-batch gradient descent, as in the TF2
@@ -258,7 +276,13 @@ class Trainer:
             seed: Seed of the shuffling order, for reproducible fits. A
                 ``BackupAndRestore`` that restores a backup then sets the
                 shuffling state to the saved one, overriding the seed.
-            validation_data: ``(x_val, y_val)`` or a dataset of batches; the
+            sample_weight: One weight per example (``[N]``): losses and
+                metrics weight each example by it, as Keras ``fit`` does.
+            class_weight: ``{class: weight}``: every example weighs its
+                class's weight (classes not listed weigh 1.0); works with
+                datasets too. Not together with ``sample_weight``.
+            validation_data: ``(x_val, y_val)``, ``(x_val, y_val,
+                sample_weight_val)`` or a dataset of batches; the
                 task's ``test_step`` logs on it appear as ``val_*`` after
                 every epoch.
             callbacks: Callbacks for this fit only, after the trainer's own.
@@ -271,7 +295,9 @@ class Trainer:
         seed = v.optional_seed("seed", seed)
         extra = check_callbacks("callbacks", callbacks)
         inputs = self._inputs()
-        train = inputs.prepare(x, y, batch_size, ("x", "y"))
+        train = inputs.prepare(
+            x, y, batch_size, ("x", "y"), sample_weight=sample_weight, class_weight=class_weight
+        )
         val = inputs.validation(validation_data, batch_size)
         spec = train.batch_spec
         self.task.build(self.functions.get(("example", spec), lambda: data_lib.example_batch(spec)))
@@ -287,6 +313,7 @@ class Trainer:
                 ),
             ],
             flag=self.nonfinite.checks,
+            kinds=self.task.log_kinds(),
         )
         self._set_params(callback_list, epochs, train, val, columns)
         if seed is not None:
@@ -304,21 +331,35 @@ class Trainer:
         self._run_epochs(runner, callback_list, backups, epochs, val, columns)
         return history
 
-    def evaluate(self, x: Any, y: Any = None, *, batch_size: int | None = None) -> dict[str, float]:
+    def evaluate(
+        self,
+        x: Any,
+        y: Any = None,
+        *,
+        batch_size: int | None = None,
+        sample_weight: Any = None,
+    ) -> dict[str, float]:
         """Returns the task's ``test_step`` logs on ``(x, y)``, averaged over the examples.
 
+        Stateful (Keras) metrics are reset first.
+
         Args:
-            x: Features, or a ``tf.data.Dataset`` of ``(x, y)`` batches.
+            x: Features (nested for several inputs), or a ``tf.data.Dataset``
+                of ``(x, y)`` or ``(x, y, sample_weight)`` batches.
             y: Targets; ``None`` when ``x`` is a dataset.
             batch_size: Examples per batch; ``None`` means all at once.
+            sample_weight: One weight per example, as in :meth:`fit`.
         """
         require(self.task, "test_step", "evaluate")
-        data = self._inputs().prepare(x, y, batch_size, ("x", "y"))
+        data = self._inputs().prepare(x, y, batch_size, ("x", "y"), sample_weight=sample_weight)
         jit = compile_lib.jit_for(self.jit_compile, data.steps)
         return Evaluator(self.task, self.functions).evaluate(data, jit)
 
-    def predict(self, x: Any, *, batch_size: int | None = None) -> np.ndarray:
+    def predict(self, x: Any, *, batch_size: int | None = None) -> Any:
         """Returns the task's predictions for ``x`` as a NumPy array.
+
+        A model of several outputs gives their structure (a dict or tuple of
+        arrays).
 
         Args:
             x: Features, or a ``tf.data.Dataset`` of feature batches (or of
@@ -444,6 +485,7 @@ class Trainer:
             if start:  # its on_epoch_begin ran before the backup was saved
                 callbacks.on_epoch_resume(epoch, start)
             else:
+                self.task.reset_metrics()
                 callbacks.on_epoch_begin(epoch)
             logs, sizes = runner.run(callbacks, epoch, start, prior)
             epoch_logs = self._epoch_logs(logs, sizes, columns, val, val_jit)
