@@ -77,7 +77,8 @@ def _gradfit_fit(model: Any, loss: Any, x: Any, y: Any, **kwargs: Any) -> Any:
     trainer = gf.Trainer(
         model, loss, gf.SGD(0.05), metrics=metrics, weighted_metrics=weighted, jit_compile=False
     )
-    return trainer, trainer.fit(x, y, epochs=EPOCHS, batch_size=BATCH, shuffle=False, **kwargs)
+    batch_size = None if isinstance(x, tf.data.Dataset) else BATCH
+    return trainer, trainer.fit(x, y, epochs=EPOCHS, batch_size=batch_size, shuffle=False, **kwargs)
 
 
 def _assert_same_weights(a: keras.Model, b: keras.Model) -> None:
@@ -327,3 +328,66 @@ def test_a_non_model_is_refused_with_what_works() -> None:
         gf.Trainer(NotAModel(), gf.L2())
     with pytest.raises(TypeError, match=r"`model` must be a keras\.Model"):
         gf.KerasModel(NotAModel())
+
+
+def _two_input_model(seed: int) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    a, b = keras.Input((3,), name="a"), keras.Input((2,), name="b")
+    joined = keras.layers.Concatenate()([keras.layers.Dense(4)(a), b])
+    return keras.Model({"a": a, "b": b}, keras.layers.Dense(1)(joined))
+
+
+def test_datasets_of_nested_weighted_elements_equal_the_same_arrays() -> None:
+    x, y, _ = _data()
+    weights = np.random.default_rng(4).uniform(0.0, 2.0, size=N).astype(np.float32)
+    inputs = {"a": x[:, :3], "b": x[:, 3:]}
+    arrays_model = _two_input_model(10)
+    dataset_model = _twin(arrays_model)
+    _, from_arrays = _gradfit_fit(arrays_model, gf.L2(), inputs, y, sample_weight=weights)
+    dataset = tf.data.Dataset.from_tensor_slices((inputs, y, weights)).batch(BATCH)
+    _, from_dataset = _gradfit_fit(dataset_model, gf.L2(), dataset, None)
+    np.testing.assert_allclose(from_dataset.history["loss"], from_arrays.history["loss"], atol=1e-6)
+    _assert_same_weights(arrays_model, dataset_model)
+
+
+def test_class_weight_on_a_dataset_equals_class_weight_on_arrays() -> None:
+    x, _, labels = _data()
+    class_weight = {0: 2.0, 2: 0.25}  # class 1 weighs 1.0
+    arrays_model = _classifier(11)
+    dataset_model = _twin(arrays_model)
+    loss = gf.SparseCategoricalCrossentropy(from_logits=True)
+    _, from_arrays = _gradfit_fit(arrays_model, loss, x, labels, class_weight=class_weight)
+    dataset = tf.data.Dataset.from_tensor_slices((x, labels)).batch(BATCH)
+    _, from_dataset = _gradfit_fit(dataset_model, loss, dataset, None, class_weight=class_weight)
+    np.testing.assert_allclose(from_dataset.history["loss"], from_arrays.history["loss"], atol=1e-6)
+    _assert_same_weights(arrays_model, dataset_model)
+
+
+def test_evaluate_with_sample_weight_equals_keras_evaluate() -> None:
+    x, y, _ = _data()
+    weights = np.random.default_rng(5).uniform(0.0, 2.0, size=N).astype(np.float32)
+    model = _regressor()
+    twin = _twin(model)
+    twin.compile(loss=keras.losses.MeanSquaredError(), weighted_metrics=["mae"])
+    reference = twin.evaluate(x, y, sample_weight=weights, batch_size=BATCH, return_dict=True)
+    trainer = gf.Trainer(model, gf.L2(), weighted_metrics={"mae": gf.metrics.MeanAbsoluteError()})
+    logs = trainer.evaluate(x, y, sample_weight=weights, batch_size=BATCH)
+    np.testing.assert_allclose(logs["loss"], reference["loss"], rtol=1e-5)
+    np.testing.assert_allclose(logs["mae"], reference["mae"], rtol=1e-5)
+
+
+def test_nested_input_errors_name_the_leaf() -> None:
+    x, y, _ = _data()
+    trainer = gf.Trainer(_two_input_model(12), gf.L2(), jit_compile=False)
+    bad = x[:, 3:].copy()
+    bad[4, 1] = np.nan
+    with pytest.raises(ValueError, match=r"`x\['b'\]` must be finite"):
+        trainer.fit({"a": x[:, :3], "b": bad}, y)
+    with pytest.raises(ValueError, match=r"`x\['a'\]` and `x\['b'\]` must have the same number"):
+        trainer.fit({"a": x[:, :3], "b": x[:5, 3:]}, y)
+    with pytest.raises(TypeError, match=r"`sample_weight` must be one array"):
+        trainer.fit({"a": x[:, :3], "b": x[:, 3:]}, y, sample_weight={"a": np.ones(N)})
+    with pytest.raises(ValueError, match=r"`sample_weight` and `class_weight` cannot both"):
+        trainer.fit(
+            {"a": x[:, :3], "b": x[:, 3:]}, y, sample_weight=np.ones(N), class_weight={0: 1.0}
+        )
