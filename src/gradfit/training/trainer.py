@@ -77,6 +77,19 @@ def _seed_state(seed: int, algorithm: Any) -> np.ndarray:
     return state
 
 
+def _reseed(generator: tf.random.Generator, seed: int) -> None:
+    """Sets ``generator`` to the state ``reset_from_seed(seed)`` gives."""
+    generator.state.assign(_seed_state(seed, generator.algorithm), read_value=False)
+
+
+def _columns(task: Task, names: list[str], callbacks: CallbackList, *, flag: bool) -> Any:
+    """The step's log layout: the task's logs, ``grad_norm`` if a callback wants it, the flag."""
+    wants_norm = any(cb.wants_grad_norm for cb in callbacks.callbacks)
+    return step_lib.Columns(
+        [*names, *(["grad_norm"] if wants_norm else [])], flag=flag, kinds=task.log_kinds()
+    )
+
+
 def _bind_backups(callbacks: CallbackList, history: History) -> list[BackupAndRestore]:
     """The fit's BackupAndRestore (at most one), given the callbacks and the History."""
     backups = [cb for cb in callbacks.callbacks if isinstance(cb, BackupAndRestore)]
@@ -303,23 +316,10 @@ class Trainer:
         self.task.build(self.functions.get(("example", spec), lambda: data_lib.example_batch(spec)))
         names = inputs.train_names(train)
         callback_list, history = self._callbacks(extra)
-        columns = step_lib.Columns(
-            [
-                *names,
-                *(
-                    ["grad_norm"]
-                    if any(cb.wants_grad_norm for cb in callback_list.callbacks)
-                    else []
-                ),
-            ],
-            flag=self.nonfinite.checks,
-            kinds=self.task.log_kinds(),
-        )
+        columns = _columns(self.task, names, callback_list, flag=self.nonfinite.checks)
         self._set_params(callback_list, epochs, train, val, columns)
         if seed is not None:
-            self.generator.state.assign(
-                _seed_state(seed, self.generator.algorithm), read_value=False
-            )
+            _reseed(self.generator, seed)
         self.state = RunState(
             step_log_width=columns.width,
             step_batch_size=train.batch_size if isinstance(train, data_lib.ArrayData) else None,
