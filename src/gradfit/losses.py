@@ -238,7 +238,16 @@ class SparseCategoricalCrossentropy(Loss):
 
     def check_targets(self, name: str, y_true: tf.Tensor, num_outputs: int | None) -> None:
         """Checks that every label is a class index in ``[0, num_outputs)``."""
-        if num_outputs is None or tf.size(y_true) == 0:
+        if tf.size(y_true) == 0:
+            return
+        if y_true.dtype.is_floating and not bool(tf.reduce_all(tf.equal(y_true, tf.round(y_true)))):
+            first = tf.where(tf.not_equal(y_true, tf.round(y_true)))[0].numpy()
+            raise ValueError(
+                f"`{name}` holds class labels that are not whole numbers (first at index "
+                f"{tuple(int(i) for i in first)}); sparse cross-entropy would truncate them. "
+                "Pass integer class indices."
+            )
+        if num_outputs is None:
             return
         low, high = float(tf.reduce_min(y_true)), float(tf.reduce_max(y_true))
         if low < 0 or high >= num_outputs:

@@ -30,7 +30,7 @@ def require(task: Task, method: str, user: str) -> None:
 def check_log_names(names: list[str]) -> list[str]:
     """``names`` if none is a name gradfit writes itself, else a ``ValueError``."""
     for name in names:
-        if name in ("lr", "nonfinite_steps", "grad_norm") or name.startswith("val_"):
+        if name in ("lr", "nonfinite_steps", "grad_norm", "epoch") or name.startswith("val_"):
             raise ValueError(
                 f"`train_step` logs {name!r}, a name gradfit writes itself; rename it. "
                 f"Received: log names {names}"

@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import keras
 import tensorflow as tf
 
 from gradfit import data as data_lib
 from gradfit.keras import KerasModel
-from gradfit.losses import loss_name
+from gradfit.losses import Loss, loss_name
 from gradfit.training import metric_logs
 from gradfit.training.compile import hashable
 from gradfit.training.objective import takes_sample_weight, weighted_loss
@@ -55,6 +56,7 @@ class Probe:
             y0 = batch[1]
             w0 = batch[2] if len(batch) == 3 else None
             _check_structure(task, y0, pred, names)
+            _check_target_shapes(task, data, pred, names)
             _check_targets(task, data, names, widths)
             _check_losses(task, y0, pred, w0, names)
             for name, metric in task.metrics.items():
@@ -111,6 +113,54 @@ def _check_structure(task: Any, y0: Any, pred: Any, names: tuple[str, str]) -> N
             f"(a {type(y0).__name__}); pass a dict or list of losses, one per output. "
             f"Received: `{names[0]}` with targets {_shapes(data_lib.batch_spec(y0))}"
         )
+
+
+_SPARSE_LOSSES = ("SparseCategoricalCrossentropy",)
+"""Losses whose targets have no class axis: labels ``[N]`` against scores ``[N, C]``."""
+
+_KNOWN_LOSSES = (Loss, keras.losses.Loss)
+"""Losses whose shape rules are known: their targets must match the predictions."""
+
+
+def _loose(shape: list[int | None]) -> list[int | None]:
+    return shape[:-1] if shape and shape[-1] == 1 else shape
+
+
+def _agree(a: list[int | None], b: list[int | None]) -> bool:
+    a, b = _loose(a), _loose(b)
+    return len(a) == len(b) and all(
+        i is None or j is None or i == j for i, j in zip(a, b, strict=True)
+    )
+
+
+def _check_target_shapes(task: Any, data: data_lib.Data, pred: Any, names: tuple[str, str]) -> None:
+    """Targets that fit the predictions only by broadcasting are refused (for known losses).
+
+    ``y`` and the predictions must agree on every per-example axis but a
+    trailing axis of size 1 (sparse labels: on every axis but the classes').
+    """
+    y_spec = data.y_spec
+    root = names[0] if isinstance(data, data_lib.DatasetData) else names[1]  # (a dataset's)
+    for key, loss in task.objective.items():
+        if not isinstance(loss, _KNOWN_LOSSES):
+            continue
+        spec = y_spec if key is None else y_spec[key]
+        out = pred if key is None else pred[key]
+        if not isinstance(spec, tf.TensorSpec) or not tf.is_tensor(out):
+            continue
+        targets = spec.shape.as_list()[1:]
+        outputs = out.shape.as_list()[1:]
+        sparse = any(cls.__name__ in _SPARSE_LOSSES for cls in type(loss).__mro__)
+        expected = outputs[:-1] if sparse else outputs
+        if not _agree(targets, expected):
+            label = root if key is None else f"{root}[{key!r}]"
+            raise ValueError(
+                f"`{label}` has targets of per-example shape {tuple(targets)}, but the model's "
+                f"predictions "
+                f"have {tuple(outputs)}: they would only meet by broadcasting, which trains on "
+                f"wrong pairs. {'Labels for ' if sparse else 'Targets for '}{loss_name(loss)} "
+                f"need per-example shape {tuple(expected)} (or with a trailing 1)."
+            )
 
 
 def _quote(part: str) -> str:
