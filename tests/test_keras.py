@@ -391,3 +391,77 @@ def test_nested_input_errors_name_the_leaf() -> None:
         trainer.fit(
             {"a": x[:, :3], "b": x[:, 3:]}, y, sample_weight=np.ones(N), class_weight={0: 1.0}
         )
+
+
+class _Interrupt(gf.Callback):
+    """Raises KeyboardInterrupt at the ``at``-th training step of the fit (a kill, in-process)."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at, self.seen = at, 0
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        self.seen += 1
+        if self.seen == self.at:
+            raise KeyboardInterrupt
+
+
+def _metric_trainer() -> gf.Trainer:
+    keras.utils.set_random_seed(13)  # the same initial weights every time
+    model = keras.Sequential(
+        [
+            keras.Input((FEATURES,)),
+            keras.layers.Dense(8),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(CLASSES),
+        ]
+    )
+    return gf.Trainer(
+        model,
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        gf.Adam(1e-2),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="keras_acc")],
+        jit_compile=False,
+    )
+
+
+def test_a_mid_epoch_resume_restores_keras_metric_state_bitwise(tmp_path: Any) -> None:
+    x, _, labels = _data(14)
+    straight = _metric_trainer().fit(x, labels, epochs=3, batch_size=8, seed=0).history
+    directory = tmp_path / "backup"
+    with pytest.raises(KeyboardInterrupt):  # 6 steps an epoch: killed 2 steps into epoch 1
+        _metric_trainer().fit(
+            x,
+            labels,
+            epochs=3,
+            batch_size=8,
+            seed=0,
+            callbacks=[gf.callbacks.BackupAndRestore(directory, save_every=2), _Interrupt(9)],
+        )
+    resumed = (
+        _metric_trainer()
+        .fit(
+            x,
+            labels,
+            epochs=3,
+            batch_size=8,
+            seed=0,
+            callbacks=[gf.callbacks.BackupAndRestore(directory, save_every=2)],
+        )
+        .history
+    )
+    assert resumed["keras_acc"] == straight["keras_acc"]
+    assert resumed["loss"] == straight["loss"]
+
+
+def test_a_skipped_step_rolls_back_keras_metric_state() -> None:
+    x, y, _ = _data()
+    metric = keras.metrics.MeanAbsoluteError(name="keras_mae")
+    bad = np.where(np.arange(N)[:, None] < 2 * BATCH, y, np.float32(1e30))  # last batch: inf
+    trainer = gf.Trainer(
+        _regressor(), gf.L2(), gf.SGD(0.0), metrics=[metric], on_nonfinite="skip", jit_compile=False
+    )
+    history = trainer.fit(x, bad, epochs=1, batch_size=BATCH, shuffle=False)
+    assert history.history["nonfinite_steps"] == [1.0]
+    assert float(metric.variables[1].numpy()) == 2 * BATCH  # the skipped batch is not counted
+    assert history.history["keras_mae"][0] == pytest.approx(float(metric.result()))

@@ -213,7 +213,12 @@ def probe_copy(metric: Any) -> Callable[..., Any]:
 
 
 class KerasMetrics(tf.Module):
-    """The Keras metrics of a task, tracked for checkpoints (their state is the task's).
+    """The state of a task's Keras metrics, as ``tf.Variable`` objects the task tracks.
+
+    Keras metrics are not ``tf.train`` trackables, so neither checkpoints nor
+    a ``tf.Module`` would find their variables; this module holds them (the
+    ``tf.Variable`` under each Keras variable), so rollback, checkpoints and
+    backups keep the metrics' state with the rest of the task's.
 
     Args:
         metrics: The metrics by name; only Keras metric objects are kept.
@@ -221,4 +226,6 @@ class KerasMetrics(tf.Module):
 
     def __init__(self, metrics: Mapping[str, Any]) -> None:
         super().__init__(name="metrics")
-        self.by_name = {name: m for name, m in metrics.items() if _is_keras_metric(m)}
+        kept = {name: m for name, m in metrics.items() if _is_keras_metric(m)}
+        self.names = list(kept)
+        self.state = {name: [var.value for var in m.variables] for name, m in kept.items()}

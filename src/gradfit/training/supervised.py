@@ -306,7 +306,7 @@ class SupervisedTask(Task):
     def checkpoint_items(self) -> dict[str, tf.Module]:
         """``model`` and ``update_rule`` (0.1's names), Keras metrics and the loss scale if any."""
         items: dict[str, tf.Module] = {"model": self.model, "update_rule": self.update_rule}
-        if self.keras_metrics.by_name:
+        if self.keras_metrics.names:
             items["metrics"] = self.keras_metrics
         if self.loss_scale is not None:
             items["loss_scale"] = self.loss_scale
