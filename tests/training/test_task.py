@@ -344,3 +344,22 @@ def test_validation_data_without_a_test_step_is_refused_before_training():
         gf.Trainer(GANWithoutTestStep()).fit(
             X, epochs=1, batch_size=B, validation_data=(X_VAL, None)
         )
+
+
+class _TrainingFlag(gf.Model):
+    """Adds 10 to its output in training: the flag shows in the loss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = tf.Variable(1.0)
+
+    def __call__(self, x, training=False):  # type: ignore[no-untyped-def]
+        return x * self.w + (10.0 if training else 0.0)
+
+
+def test_a_gradfit_model_taking_training_gets_true_in_fit_and_false_elsewhere() -> None:
+    x = np.zeros(4, np.float32)
+    trainer = gf.Trainer(_TrainingFlag(), gf.L2(), gf.SGD(0.0))
+    assert trainer.fit(x, x, epochs=1).history["loss"] == [100.0]
+    assert trainer.evaluate(x, x)["loss"] == 0.0
+    np.testing.assert_array_equal(trainer.predict(x), x)
