@@ -20,7 +20,7 @@ LossLike: TypeAlias = "Loss | Callable[[tf.Tensor, tf.Tensor], tf.Tensor]"
 _EPSILON = 1e-7  # Keras's backend epsilon, used to clip probabilities.
 
 
-def _align(y_true: tf.Tensor, y_pred: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def align(y_true: tf.Tensor, y_pred: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Casts ``y_true`` to ``y_pred``'s float dtype and squeezes a trailing axis of size one.
 
     ``y_true`` of shape ``[N]`` against ``y_pred`` of shape ``[N, 1]`` (or the
@@ -104,12 +104,12 @@ class L2(Loss):
 
     def __call__(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         """Returns the mean squared error."""
-        y_true, y_pred = _align(y_true, y_pred)
+        y_true, y_pred = align(y_true, y_pred)
         return tf.reduce_mean(tf.square(y_pred - y_true))
 
     def per_example(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         """Each example's mean squared error, ``[N]``."""
-        y_true, y_pred = _align(y_true, y_pred)
+        y_true, y_pred = align(y_true, y_pred)
         return _per_example(tf.square(y_pred - y_true))
 
 
@@ -118,12 +118,12 @@ class L1(Loss):
 
     def __call__(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         """Returns the mean absolute error."""
-        y_true, y_pred = _align(y_true, y_pred)
+        y_true, y_pred = align(y_true, y_pred)
         return tf.reduce_mean(tf.abs(y_pred - y_true))
 
     def per_example(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         """Each example's mean absolute error, ``[N]``."""
-        y_true, y_pred = _align(y_true, y_pred)
+        y_true, y_pred = align(y_true, y_pred)
         return _per_example(tf.abs(y_pred - y_true))
 
 
@@ -151,7 +151,7 @@ class Huber(Loss):
         return _per_example(self._elementwise(y_true, y_pred))
 
     def _elementwise(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
-        y_true, y_pred = _align(y_true, y_pred)
+        y_true, y_pred = align(y_true, y_pred)
         error = tf.abs(y_pred - y_true)
         delta = tf.cast(self.delta, y_pred.dtype)
         quadratic = 0.5 * tf.square(error)
@@ -185,7 +185,7 @@ class BinaryCrossentropy(Loss):
         return _per_example(self._elementwise(y_true, y_pred))
 
     def _elementwise(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
-        y_true, y_pred = _align(y_true, y_pred)
+        y_true, y_pred = align(y_true, y_pred)
         if self.from_logits:
             return tf.nn.sigmoid_cross_entropy_with_logits(labels=y_true, logits=y_pred)
         p = tf.clip_by_value(y_pred, _EPSILON, 1.0 - _EPSILON)

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from gradfit import _validation as v
-from gradfit.losses import _align
+from gradfit.losses import align
 
 __all__ = [
     "BinaryAccuracy",
@@ -254,7 +254,7 @@ class MeanAbsoluteError(_ElementwiseMetric):
     """Each example's mean of ``|y_pred - y_true|`` over its trailing axes."""
 
     def _elementwise(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
-        y_true, y_pred = _align(y_true, y_pred)
+        y_true, y_pred = align(y_true, y_pred)
         return tf.abs(y_pred - y_true)
 
 
@@ -262,7 +262,7 @@ class MeanSquaredError(_ElementwiseMetric):
     """Each example's mean of ``(y_pred - y_true) ** 2`` over its trailing axes."""
 
     def _elementwise(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
-        y_true, y_pred = _align(y_true, y_pred)
+        y_true, y_pred = align(y_true, y_pred)
         return tf.square(y_pred - y_true)
 
 
