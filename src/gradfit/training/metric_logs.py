@@ -229,3 +229,8 @@ class KerasMetrics(tf.Module):
         kept = {name: m for name, m in metrics.items() if _is_keras_metric(m)}
         self.names = list(kept)
         self.state = {name: [var.value for var in m.variables] for name, m in kept.items()}
+
+
+def keras_metrics(metrics: Mapping[str, Any]) -> KerasMetrics | None:
+    """A :class:`KerasMetrics` of the Keras metrics among ``metrics``, or ``None`` if none."""
+    return KerasMetrics(metrics) if any(map(_is_keras_metric, metrics.values())) else None

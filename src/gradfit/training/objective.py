@@ -112,6 +112,7 @@ class Objective:
             return [f"{key}_loss" for key in self.loss]
         return []
 
+    @tf.autograph.experimental.do_not_convert  # plain Python, called while tracing
     def items(self) -> list[tuple[Any, Callable[..., Any]]]:
         """``(key, loss)`` pairs: ``(None, loss)`` for one loss."""
         if isinstance(self.loss, Mapping):

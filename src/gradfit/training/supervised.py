@@ -53,10 +53,12 @@ def _takes_training(model: Any) -> bool:
         return False
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python: not converted while tracing
 def _half(dtype: tf.DType) -> bool:
     return dtype in (tf.float16, tf.bfloat16)
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python: not converted while tracing
 def _compute_dtype(model: Any) -> tf.DType:
     """The dtype ``model`` computes in (its ``compute_dtype``, else its ``dtype``)."""
     return getattr(model, "compute_dtype", None) or model.dtype
@@ -152,7 +154,7 @@ class SupervisedTask(Task):
     @metrics.setter
     def metrics(self, value: Any) -> None:
         self._metrics = self._check_metrics("metrics", value, self._weighted_metrics)
-        self.keras_metrics = metric_logs.KerasMetrics({**self._metrics, **self._weighted_metrics})
+        self.keras_metrics = metric_logs.keras_metrics(self._all_metrics())
 
     @property
     def weighted_metrics(self) -> dict[str, Any]:
@@ -164,7 +166,7 @@ class SupervisedTask(Task):
         checked = self._check_metrics("weighted_metrics", value, self._metrics)
         metric_logs.check_weighable(checked)
         self._weighted_metrics = checked
-        self.keras_metrics = metric_logs.KerasMetrics({**self._metrics, **self._weighted_metrics})
+        self.keras_metrics = metric_logs.keras_metrics(self._all_metrics())
 
     def _check_metrics(self, name: str, value: Any, others: Mapping[str, Any]) -> dict[str, Any]:
         metrics = check_metrics(value, self.objective.loss, name)
@@ -247,6 +249,7 @@ class SupervisedTask(Task):
             epoch_weights.update(more)
         return {"loss": loss, **parts, **values}, epoch_weights
 
+    @tf.autograph.experimental.do_not_convert
     def _model_losses(self) -> list[tf.Tensor]:
         return list(getattr(self.model, "losses", ()))
 
@@ -306,7 +309,7 @@ class SupervisedTask(Task):
     def checkpoint_items(self) -> dict[str, tf.Module]:
         """``model`` and ``update_rule`` (0.1's names), Keras metrics and the loss scale if any."""
         items: dict[str, tf.Module] = {"model": self.model, "update_rule": self.update_rule}
-        if self.keras_metrics.names:
+        if self.keras_metrics is not None:
             items["metrics"] = self.keras_metrics
         if self.loss_scale is not None:
             items["loss_scale"] = self.loss_scale
@@ -324,6 +327,7 @@ class SupervisedTask(Task):
         )
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python: not converted while tracing
 def _unpack(batch: Any) -> tuple[Any, Any, Any]:
     """``(x, y, sample_weight)`` from a batch ``(x, y)`` or ``(x, y, w)``."""
     if len(batch) == 3:
@@ -331,6 +335,7 @@ def _unpack(batch: Any) -> tuple[Any, Any, Any]:
     return batch[0], batch[1], None
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python: not converted while tracing
 def _zero_unless(finite: tf.Tensor, gradient: Any) -> Any:
     if isinstance(gradient, tf.IndexedSlices):
         values = tf.where(finite, gradient.values, tf.zeros_like(gradient.values))
