@@ -20,16 +20,12 @@ LossLike: TypeAlias = "Loss | Callable[[tf.Tensor, tf.Tensor], tf.Tensor]"
 _EPSILON = 1e-7  # Keras's backend epsilon, used to clip probabilities.
 
 
-def align(y_true: tf.Tensor, y_pred: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Casts ``y_true`` to ``y_pred``'s float dtype and squeezes a trailing axis of size one.
+def same_rank(y_true: tf.Tensor, y_pred: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Squeezes a trailing axis of size one off whichever has one axis more; no casts.
 
     ``y_true`` of shape ``[N]`` against ``y_pred`` of shape ``[N, 1]`` (or the
     reverse) would otherwise broadcast to ``[N, N]``: a silent, classic bug.
     """
-    y_pred = tf.convert_to_tensor(y_pred)
-    if not y_pred.dtype.is_floating:  # integer predictions: compute in float32, as Keras
-        y_pred = tf.cast(y_pred, tf.float32)
-    y_true = tf.cast(y_true, y_pred.dtype)
     true_rank, pred_rank = y_true.shape.rank, y_pred.shape.rank
     if true_rank is not None and pred_rank is not None:
         if pred_rank == true_rank + 1 and y_pred.shape[-1] == 1:
@@ -39,12 +35,22 @@ def align(y_true: tf.Tensor, y_pred: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return y_true, y_pred
 
 
-def _per_example(values: tf.Tensor) -> tf.Tensor:
+def align(y_true: tf.Tensor, y_pred: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Casts ``y_true`` to ``y_pred``'s float dtype, then :func:`same_rank`."""
+    y_pred = tf.convert_to_tensor(y_pred)
+    if not y_pred.dtype.is_floating:  # integer predictions: compute in float32, as Keras
+        y_pred = tf.cast(y_pred, tf.float32)
+    return same_rank(tf.cast(y_true, y_pred.dtype), y_pred)
+
+
+def mean_per_example(values: tf.Tensor) -> tf.Tensor:
     """``values`` averaged over every axis but the first (examples): shape ``[N]``."""
     rank = values.shape.rank
-    if rank is not None and rank <= 1:
+    if rank is None:
+        return tf.reduce_mean(tf.reshape(values, [tf.shape(values)[0], -1]), axis=1)
+    if rank <= 1:
         return values if rank == 1 else values[None]
-    return tf.reduce_mean(values, axis=list(range(1, rank)) if rank else None)
+    return tf.reduce_mean(values, axis=list(range(1, rank)))
 
 
 class Loss(abc.ABC):
@@ -110,7 +116,7 @@ class L2(Loss):
     def per_example(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         """Each example's mean squared error, ``[N]``."""
         y_true, y_pred = align(y_true, y_pred)
-        return _per_example(tf.square(y_pred - y_true))
+        return mean_per_example(tf.square(y_pred - y_true))
 
 
 class L1(Loss):
@@ -124,7 +130,7 @@ class L1(Loss):
     def per_example(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         """Each example's mean absolute error, ``[N]``."""
         y_true, y_pred = align(y_true, y_pred)
-        return _per_example(tf.abs(y_pred - y_true))
+        return mean_per_example(tf.abs(y_pred - y_true))
 
 
 class Huber(Loss):
@@ -148,7 +154,7 @@ class Huber(Loss):
 
     def per_example(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         """Each example's mean Huber loss, ``[N]``."""
-        return _per_example(self._elementwise(y_true, y_pred))
+        return mean_per_example(self._elementwise(y_true, y_pred))
 
     def _elementwise(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         y_true, y_pred = align(y_true, y_pred)
@@ -182,7 +188,7 @@ class BinaryCrossentropy(Loss):
 
     def per_example(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         """Each example's mean binary cross-entropy, ``[N]``."""
-        return _per_example(self._elementwise(y_true, y_pred))
+        return mean_per_example(self._elementwise(y_true, y_pred))
 
     def _elementwise(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         y_true, y_pred = align(y_true, y_pred)
@@ -221,7 +227,7 @@ class SparseCategoricalCrossentropy(Loss):
 
     def per_example(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         """Each example's (mean) sparse categorical cross-entropy, ``[N]``."""
-        return _per_example(self._elementwise(y_true, y_pred))
+        return mean_per_example(self._elementwise(y_true, y_pred))
 
     def _elementwise(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         y_pred = tf.convert_to_tensor(y_pred)

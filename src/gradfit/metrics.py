@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from gradfit import _validation as v
-from gradfit.losses import align
+from gradfit.losses import align, mean_per_example, same_rank
 
 __all__ = [
     "BinaryAccuracy",
@@ -47,30 +47,6 @@ def _dtypes(y_pred: tf.Tensor) -> tuple[tf.DType, tf.DType]:
     """
     out = y_pred.dtype if y_pred.dtype.is_floating else tf.float32
     return out, (tf.float64 if out == tf.float64 else tf.float32)
-
-
-def _same_rank(y_true: tf.Tensor, y_pred: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Squeezes a trailing axis of size one off whichever has one axis more; no casts.
-
-    ``[N]`` against ``[N, 1]`` would otherwise broadcast to ``[N, N]``.
-    """
-    true_rank, pred_rank = y_true.shape.rank, y_pred.shape.rank
-    if true_rank is not None and pred_rank is not None:
-        if pred_rank == true_rank + 1 and y_pred.shape[-1] == 1:
-            y_pred = tf.squeeze(y_pred, -1)
-        elif true_rank == pred_rank + 1 and y_true.shape[-1] == 1:
-            y_true = tf.squeeze(y_true, -1)
-    return y_true, y_pred
-
-
-def _mean_per_example(values: tf.Tensor) -> tf.Tensor:
-    """``values`` averaged over every axis but the first (examples): shape ``[N]``."""
-    rank = values.shape.rank
-    if rank is None:
-        return tf.reduce_mean(tf.reshape(values, [tf.shape(values)[0], -1]), axis=1)
-    if rank <= 1:
-        return values if rank == 1 else values[None]
-    return tf.reduce_mean(values, axis=list(range(1, rank)))
 
 
 def _argmax(x: tf.Tensor) -> tf.Tensor:
@@ -162,7 +138,7 @@ class _ElementwiseMetric(Metric):
         y_pred = tf.convert_to_tensor(y_pred)
         out, compute = _dtypes(y_pred)
         values = tf.cast(self._elementwise(y_true, tf.cast(y_pred, compute)), compute)
-        return tf.cast(_mean_per_example(values), out)
+        return tf.cast(mean_per_example(values), out)
 
     @abc.abstractmethod
     def _elementwise(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
@@ -239,7 +215,7 @@ class BinaryAccuracy(_ElementwiseMetric):
         self.threshold = number
 
     def _elementwise(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
-        labels, y_pred = _same_rank(tf.convert_to_tensor(y_true), y_pred)
+        labels, y_pred = same_rank(tf.convert_to_tensor(y_true), y_pred)
         threshold = tf.cast(tf.constant(self.threshold, tf.float32), y_pred.dtype)
         above = tf.greater(y_pred, threshold)
         if labels.dtype == tf.bool:

@@ -15,7 +15,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from gradfit.data.structure import batch_spec
+from gradfit.data.structure import batch_of, batch_spec
 
 
 @dataclass
@@ -62,11 +62,7 @@ class ArrayData:
     @property
     def structure(self) -> Any:
         """The whole data as a task sees a batch: ``x``, ``(x, y)`` or ``(x, y, w)``."""
-        if self.y is None:
-            return self.x
-        if self.sample_weight is None:
-            return (self.x, self.y)
-        return (self.x, self.y, self.sample_weight)
+        return batch_of(self.x, self.y, self.sample_weight)
 
     @property
     def arrays(self) -> tuple[tf.Tensor, ...]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from gradfit.data.structure import paths
+from gradfit.data.structure import batch_of, paths
 from gradfit.data.weights import class_weight_map
 
 
@@ -44,11 +44,7 @@ class DatasetData:
     @property
     def batch_spec(self) -> Any:
         """The spec of an element as a task sees it: ``x``, ``(x, y)`` or ``(x, y, w)``."""
-        if self.y_spec is None:
-            return self.x_spec
-        if self.weight_spec is None:
-            return (self.x_spec, self.y_spec)
-        return (self.x_spec, self.y_spec, self.weight_spec)
+        return batch_of(self.x_spec, self.y_spec, self.weight_spec)
 
     def elements(self) -> Iterator[tuple[Any, None]]:
         """Yields ``(batch, None)`` for one pass over the dataset (sizes are not known ahead)."""

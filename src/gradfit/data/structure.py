@@ -95,3 +95,10 @@ def check_same_examples(named: list[tuple[str, tf.Tensor]]) -> int:
 def batch_spec(structure: Any) -> Any:
     """The spec of a batch of ``structure`` (nested tensors): examples axis of unknown size."""
     return tf.nest.map_structure(lambda t: tf.TensorSpec([None, *t.shape[1:]], t.dtype), structure)
+
+
+def batch_of(x: Any, y: Any, weights: Any) -> Any:
+    """The batch a task sees from its parts: ``x``, ``(x, y)`` or ``(x, y, weights)``."""
+    if y is None:
+        return x
+    return (x, y) if weights is None else (x, y, weights)
