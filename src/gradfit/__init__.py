@@ -18,6 +18,7 @@ from gradfit.callbacks import (
     LambdaCallback,
     RecordVariables,
 )
+from gradfit.errors import WriteError
 from gradfit.keras import KerasModel
 from gradfit.losses import (
     L1,
@@ -77,6 +78,7 @@ __all__ = [
     "Task",
     "Trainer",
     "UpdateRule",
+    "WriteError",
     "__version__",
     "accumulate",
     "callbacks",

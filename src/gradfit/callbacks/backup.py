@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -10,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gradfit import _paths
 from gradfit import _validation as v
 from gradfit.callbacks.base import Callback, Logs
 from gradfit.callbacks.history import History
 from gradfit.checkpoint import backup as engine
+from gradfit.checkpoint.lock import DirectoryLock
 
 if TYPE_CHECKING:
     from gradfit.training.state import RunState
@@ -153,6 +156,8 @@ class BackupAndRestore(Callback):
         """Steps of the epoch after ``restored_epoch`` that the restored backup held."""
         self._pending: dict[str, Any] | None = None
         self._store: engine.BackupStore | None = None
+        self._latest: str | None = None  # the backup check_run found
+        self._lock = DirectoryLock(text, "directory", "BackupAndRestore")
         self._others: list[Any] = []
         self._history: History | None = None
 
@@ -173,23 +178,69 @@ class BackupAndRestore(Callback):
         self._others = [cb for cb in callbacks if _stateful(cb) and cb is not self]
         self._history = history
 
-    def on_train_begin(self, logs: Logs | None = None) -> None:
-        """Restores the latest backup's tensors, if there is one (the rest comes in resume).
+    def check_run(self) -> None:
+        """Takes the directory for this run and checks its backup, before anything changes.
 
-        Everything is checked (the checkpoint's layout, the stateful
-        callbacks it was saved with) before any variable is assigned.
+        The directory must be (or be creatable as) a writable directory that
+        no other run holds; a backup in it must be whole (a damaged one is
+        refused, never ignored) and match this fit: the stateful callbacks
+        it was saved with, the steps of a mid-epoch save, and the variables
+        the task has so far. The rest of the layout (an update rule's state
+        not built yet) is checked by :meth:`check_layout` once the task is
+        built. Raises a ``ValueError`` naming ``directory``; every file is kept.
         """
-        self.restored_epoch = None
-        self.restored_step = 0
-        self._pending = None
         trainer = self.trainer
         if trainer is None:
             raise RuntimeError("BackupAndRestore is not attached to a trainer.")
-        self._store = store = engine.BackupStore(self.directory, trainer.checkpoint_items())
-        latest = store.latest()
-        if latest is None:
+        self._store, self._latest, self._pending = None, None, None
+        _paths.check_directory("directory", self.directory, self.directory, extra=80)
+        self._lock.acquire()
+        try:
+            store = engine.BackupStore(self.directory, trainer.checkpoint_items())
+            latest = store.latest()
+            if latest is not None:
+                document = store.check(latest)
+                self._check_callbacks(document)
+                self._check_steps(document)
+                store.check_layout(latest, complete=False)
+                self._pending = document
+        except BaseException:
+            self._lock.release()
+            raise
+        self._store, self._latest = store, latest
+
+    def check_layout(self) -> None:
+        """Checks the backup against the built task's every variable (the Trainer calls it)."""
+        if self._store is not None and self._latest is not None:
+            self._store.check_layout(self._latest, complete=True)
+
+    def release(self) -> None:
+        """Lets the directory go: the fit ended (the Trainer calls it, however it ended)."""
+        self._lock.release()
+
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        """Restores the latest backup's tensors, if there is one (the rest comes in resume).
+
+        Everything was checked (by ``check_run`` and ``check_layout``, which
+        ``fit`` calls first) before any variable is assigned.
+        """
+        self.restored_epoch = None
+        self.restored_step = 0
+        if self._store is None:  # not started by a Trainer's fit: check here
+            self.check_run()
+            self.check_layout()
+        store, latest = self._store, self._latest
+        if store is None or latest is None or self._pending is None:
             return
-        document = store.document(latest)
+        store.restore(latest)
+        logger.info(
+            "BackupAndRestore: restored %s (epoch %d done, then %d steps).",
+            latest,
+            self._pending["epoch"],
+            self._pending.get("step", 0),
+        )
+
+    def _check_callbacks(self, document: dict[str, Any]) -> None:
         names = [type(cb).__qualname__ for cb in self._others]
         saved = [entry["type"] for entry in document["callbacks"]]
         if names != saved:
@@ -198,15 +249,6 @@ class BackupAndRestore(Callback):
                 f"this fit has {names}; pass the same callbacks to resume, or remove the "
                 f"backup to start afresh. {v.received('directory', self.directory)}"
             )
-        self._check_steps(document)
-        store.restore(latest)
-        self._pending = document
-        logger.info(
-            "BackupAndRestore: restored %s (epoch %d done, then %d steps).",
-            latest,
-            document["epoch"],
-            document.get("step", 0),
-        )
 
     def _check_steps(self, document: dict[str, Any]) -> None:
         """A mid-epoch backup must come from a fit of the same shape (steps, logs per step)."""
@@ -339,9 +381,12 @@ class BackupAndRestore(Callback):
         )
 
     def on_train_end(self, logs: Logs | None = None) -> None:
-        """The run finished: removes the backup."""
-        self._store = None
-        self.remove()
+        """The run finished: removes the backup and lets the directory go."""
+        self._store, self._latest = None, None
+        engine.remove(self.directory)
+        self.release()
+        with contextlib.suppress(OSError):
+            os.rmdir(self.directory)  # empty now that the lock file is gone
 
     def remove(self) -> None:
         """Removes the backup's files (and the directory, when that leaves it empty)."""

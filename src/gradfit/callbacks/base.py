@@ -56,6 +56,17 @@ class Callback:
         """Receives the run's parameters (done by ``fit``)."""
         self.params = params
 
+    def check_run(self) -> None:
+        """Called by ``fit`` before anything changes: raise here to refuse the run.
+
+        It runs after ``set_trainer`` and ``set_params``, before the task is
+        built, the shuffling generator reseeded, a backup restored or any
+        ``on_train_begin``: a callback checks here the paths it will write
+        and whatever else would make it fail later, so that a refused run
+        leaves every variable and file as it was. Raise a ``ValueError`` or
+        ``TypeError`` naming the argument at fault.
+        """
+
     def on_train_begin(self, logs: Logs | None = None) -> None:
         """Called once, before the first epoch."""
 
@@ -145,6 +156,11 @@ class CallbackList(Callback):
         super().set_params(params)
         for cb in self.callbacks:
             cb.set_params(params)
+
+    def check_run(self) -> None:
+        """Calls ``check_run`` on every callback."""
+        for cb in self.callbacks:
+            cb.check_run()
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
         """Calls ``on_train_begin`` on every callback."""

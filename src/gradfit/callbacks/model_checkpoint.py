@@ -11,9 +11,10 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from gradfit import _validation as v
-from gradfit import saving
+from gradfit import errors, saving
 from gradfit.callbacks.base import Logs
 from gradfit.callbacks.monitor import MonitorCallback
+from gradfit.checkpoint.io import check_prefix
 
 logger = logging.getLogger("gradfit")
 
@@ -66,6 +67,11 @@ class ModelCheckpoint(MonitorCallback):
     validation data, a ``"val_*"`` monitor falls back to the training
     quantity (``"val_loss"`` to ``"loss"``) with a warning. Like every
     gradfit callback, each ``fit`` starts afresh.
+
+    ``path`` is checked before the first step, formatted with sample values
+    (``epoch=0``, every log ``0.0``): its directory must exist or be
+    creatable and be writable, its names within the OS's limits. A save
+    that fails during the fit raises :class:`gradfit.WriteError`.
 
     Every save is atomic (:func:`gradfit.saving.write_checkpoint`) and then
     points the directory's ``checkpoint`` file at it, so
@@ -135,6 +141,12 @@ class ModelCheckpoint(MonitorCallback):
                 f"['epoch', *{sorted(available)}]. {v.received('path', self.path)}"
             )
 
+    def check_run(self) -> None:
+        """Checks the run, and ``path`` formatted with sample values, before anything changes."""
+        super().check_run()
+        values = {name: 0 if name == "epoch" else 0.0 for name in self._fields}
+        check_prefix("path", self.path.format_map(values), self.path)
+
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         """Saves the epoch (every epoch, or only an improving one with ``save_best_only``)."""
         if self.trainer is None:
@@ -151,10 +163,15 @@ class ModelCheckpoint(MonitorCallback):
                 f"`path` names {err}, which epoch {epoch}'s logs do not hold. Available: "
                 f"{['epoch', *logs]}. {v.received('path', self.path)}"
             ) from None
-        if self.save_weights_only:
-            saving.save_model(self.trainer.model, path, update_latest=True)
-        else:
-            saving.save_trainer(self.trainer, path, update_latest=True)
+        try:
+            if self.save_weights_only:
+                saving.save_model(self.trainer.model, path, update_latest=True)
+            else:
+                saving.save_trainer(self.trainer, path, update_latest=True)
+        except errors.IO_ERRORS as err:
+            raise errors.write_error(
+                "ModelCheckpoint", "path", path, err, "The checkpoints saved before are intact."
+            ) from err
         self.last_path = path
         if self.save_best_only:
             self.best, self.best_epoch, self.best_path = float(logs[self._key]), epoch, path

@@ -20,7 +20,7 @@ def improved(value: float, best: float, mode: str, min_delta: float = 0.0) -> bo
     return value > best + min_delta
 
 
-def resolve_monitor(owner: str, monitor: str, available: Any) -> str:
+def resolve_monitor(owner: str, monitor: str, available: Any, stacklevel: int = 3) -> str:
     """The epoch log a monitoring callback should watch.
 
     ``monitor`` itself when the logs will hold it (or nothing is known);
@@ -32,6 +32,7 @@ def resolve_monitor(owner: str, monitor: str, available: Any) -> str:
         owner: The callback's class name, for the warning.
         monitor: The requested log name.
         available: The names the epoch logs will carry (``params["metrics"]``).
+        stacklevel: The warning's stack level (3: the caller of its caller).
     """
     if available is None or monitor in available:
         return monitor
@@ -41,7 +42,7 @@ def resolve_monitor(owner: str, monitor: str, available: Any) -> str:
             f"{owner} monitors {monitor!r}, but there is no validation data; "
             f"monitoring {fallback!r} instead.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
         return fallback
     raise ValueError(
@@ -96,6 +97,7 @@ class MonitorCallback(Callback):
         self.mode = mode
         self.min_delta = abs(v.non_negative_float("min_delta", min_delta))
         self._key = monitor
+        self._checked = False  # check_run ran for the fit about to begin
         self._reset()
 
     def _reset(self) -> None:
@@ -113,14 +115,25 @@ class MonitorCallback(Callback):
         """Whether this run reads ``monitor`` (so it must be resolved against the logs)."""
         return True
 
-    def on_train_begin(self, logs: Logs | None = None) -> None:
-        """Resets the state, checks the run and resolves which epoch log to watch."""
-        self._reset()
+    def check_run(self) -> None:
+        """Checks the run before anything changes and resolves which epoch log to watch."""
+        self._resolve(stacklevel=4)  # (warnings point at whoever called check_run)
+
+    def _resolve(self, stacklevel: int) -> None:
         available = self.params.get("metrics")
         self._check_run(available)
         self._key = self.monitor
         if self._watches_monitor():
-            self._key = resolve_monitor(type(self).__name__, self.monitor, available)
+            name = type(self).__name__
+            self._key = resolve_monitor(name, self.monitor, available, stacklevel)
+        self._checked = True
+
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        """Resets the state (and checks the run, unless ``fit`` already did)."""
+        self._reset()
+        if not self._checked:
+            self._resolve(stacklevel=4)
+        self._checked = False
 
     def monitored_value(self, logs: Logs | None) -> float | None:
         """The watched quantity in epoch ``logs``, or ``None`` when they lack it."""

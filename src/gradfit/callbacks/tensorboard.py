@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import tensorflow as tf
 
+from gradfit import _paths, errors
 from gradfit import _validation as v
 from gradfit.callbacks.base import Callback, Logs
 
@@ -42,6 +45,10 @@ class TensorBoard(Callback):
     (from 0); values are float32, as ``tf.summary.scalar`` writes them; the
     writers are flushed after every epoch.
 
+    ``log_dir`` is checked before the first step (a directory that exists
+    or can be created, writable); a write that fails during the fit raises
+    :class:`gradfit.WriteError`.
+
     Args:
         log_dir: The run's directory (created if needed); point TensorBoard
             at it or at its parent: ``tensorboard --logdir logs``.
@@ -64,10 +71,27 @@ class TensorBoard(Callback):
             self._writers[run] = writer
         return writer
 
+    def check_run(self) -> None:
+        """Checks, before anything changes, that ``log_dir`` and its runs can be written."""
+        for run in ("", "train", "validation"):
+            path = os.path.join(self.log_dir, run) if run else self.log_dir
+            _paths.check_directory("log_dir", path, self.log_dir, extra=120)
+
     def on_train_begin(self, logs: Logs | None = None) -> None:
         """Opens this run's ``train`` writer (``validation`` opens with its first value)."""
         self._close()
-        self._writer("train")
+        with self._writing():
+            self._writer("train")
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """OS and TensorFlow I/O errors become a :class:`gradfit.WriteError` naming ``log_dir``."""
+        try:
+            yield
+        except errors.IO_ERRORS as err:
+            raise errors.write_error(
+                "TensorBoard", "log_dir", self.log_dir, err, "The events written before are kept."
+            ) from err
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         """Writes the epoch's logs at step ``epoch`` and flushes."""
@@ -77,6 +101,10 @@ class TensorBoard(Callback):
                 continue
             run = "validation" if key.startswith("val_") else "train"
             runs.setdefault(run, {})[tag(key)] = float(value)
+        with self._writing():
+            self._write(epoch, runs)
+
+    def _write(self, epoch: int, runs: dict[str, dict[str, float]]) -> None:
         for run, scalars in runs.items():
             writer = self._writer(run)
             with writer.as_default():

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from gradfit import _validation as v
+from gradfit import errors
 from gradfit.checkpoint import io
 
 PREFIX = "backup"
@@ -31,6 +32,14 @@ PREFIX = "backup"
 
 FORMAT = 2
 READS = (1, 2)  # format 1 (gradfit 0.1) had no mid-epoch fields
+REQUIRED = frozenset({"format", "epoch", "callbacks", "history", "history_epochs"})
+"""Keys every backup document has."""
+
+POINTER = "checkpoint"
+"""The pointer file naming the latest backup (TensorFlow's name)."""
+
+TOMBSTONE = "checkpoint.gradfit-removing"
+"""The pointer's name while a finished run removes its backup."""
 
 
 def encode(value: Any) -> Any:
@@ -80,6 +89,12 @@ class _State(tf.Module):
 class BackupStore:
     """A backup directory: the latest backup of a run's objects, read and written atomically.
 
+    A backup is used or refused, never ignored: :meth:`latest` and
+    :meth:`check` raise a ``ValueError`` naming the directory and the
+    damaged file for a missing or garbled pointer, a missing index or data
+    file, truncated or corrupt tensors, or a document that does not parse,
+    and touch no file.
+
     Args:
         directory: The backup's directory (created when first written).
         objects: The run's checkpointable objects by name.
@@ -97,26 +112,79 @@ class BackupStore:
         """The checkpoint's prefix."""
         return os.path.join(self.directory, PREFIX)
 
+    def _damaged(self, file: str, problem: str) -> ValueError:
+        return ValueError(
+            f"The backup in `directory` is damaged: {problem} ({file!r}). Nothing was "
+            "changed and every file is kept. Repair or restore the file to resume; to start "
+            "over deliberately, delete the directory. "
+            f"{v.received('directory', self.directory)}"
+        )
+
+    def _own_files(self) -> list[str]:
+        escaped = glob.escape(self.prefix)
+        return sorted(glob.glob(escaped + ".index") + glob.glob(escaped + ".data-*"))
+
     def latest(self) -> str | None:
-        """The latest backup's prefix, or ``None`` when the directory holds none."""
+        """The latest backup's prefix; ``None`` when the directory holds none.
+
+        Raises:
+            ValueError: The directory holds a damaged backup.
+        """
         if not os.path.isdir(self.directory):
             return None
-        with contextlib.suppress(Exception):
-            latest = tf.train.latest_checkpoint(self.directory)
-            if latest is not None and os.path.exists(latest + ".index"):
-                return str(latest)
-        return None
+        if os.path.lexists(os.path.join(self.directory, TOMBSTONE)):
+            return None  # a finished run's removal was cut short: nothing to resume
+        pointer = os.path.join(self.directory, POINTER)
+        try:
+            latest = io.read_pointer(self.directory)
+        except ValueError as err:
+            raise self._damaged(pointer, f"the pointer file is unusable: {err}") from err
+        if latest is None:
+            own = self._own_files()
+            if own:
+                names = [os.path.basename(f) for f in own]
+                raise self._damaged(pointer, f"the pointer file is missing, next to {names}")
+            return None
+        if not os.path.exists(latest + ".index"):
+            raise self._damaged(latest + ".index", "the index the pointer names is missing")
+        return latest
 
-    def document(self, latest: str) -> dict[str, Any]:
-        """The JSON document of the backup at ``latest``, its format checked."""
-        reader = io.open_reader(latest, self.directory)
+    def check(self, latest: str) -> dict[str, Any]:
+        """Reads every tensor of the backup at ``latest`` and returns its checked JSON document.
+
+        Reading every tensor checks each one's size and checksum, so a
+        truncated or corrupt file is found before any variable is assigned.
+        """
+        try:
+            reader = tf.train.load_checkpoint(latest)
+        except Exception as err:  # DataLossError, ...
+            raise self._damaged(latest + ".index", f"the index cannot be read: {err}") from err
         key = f"backup/json{io.VALUE_SUFFIX}"
         if not reader.has_tensor(key):
             raise ValueError(
                 "`directory` holds a checkpoint that BackupAndRestore did not write; use an "
                 f"empty directory for the backup. {v.received('directory', self.directory)}"
             )
-        document = json.loads(reader.get_tensor(key).decode("utf-8"))
+        try:
+            for name in reader.get_variable_to_shape_map():
+                reader.get_tensor(name)
+            text = reader.get_tensor(key)
+        except Exception as err:  # IndexError (truncated), NotFoundError (missing), ...
+            data = sorted(glob.glob(glob.escape(latest) + ".data-*")) or [
+                latest + ".data-00000-of-00001"
+            ]
+            problem = (
+                "its data file is missing"
+                if not os.path.exists(data[0])
+                else (f"its data cannot be read ({type(err).__name__}: {_first_line(err)})")
+            )
+            raise self._damaged(data[0], problem) from err
+        try:
+            document = json.loads(text.decode("utf-8"))
+            if not isinstance(document, dict) or not document.keys() >= REQUIRED:
+                raise ValueError(f"it lacks {sorted(REQUIRED - set(document or ()))}")
+        except (ValueError, UnicodeDecodeError, AttributeError) as err:
+            raise self._damaged(latest, f"its JSON document does not parse: {err}") from err
         if document.get("format") not in READS:
             raise ValueError(
                 f"The backup in `directory` has format {document.get('format')!r}; this "
@@ -125,34 +193,70 @@ class BackupStore:
             )
         return dict(document)
 
-    def restore(self, latest: str) -> None:
-        """Checks the backup's layout against the objects, then assigns them its values."""
-        reader = io.open_reader(latest, self.directory)
+    def check_layout(self, latest: str, *, complete: bool) -> None:
+        """Checks the backup's variables against the objects'.
+
+        With ``complete=False``, only the variables the objects have yet
+        (an update rule may not be built).
+        """
+        reader = io.open_reader(latest, self.directory, "directory")
         io.check_layout(
             io.layout(reader, self._keep),
             io.expected_layout(self._checkpoint, self._keep),
             "trainer",
             self.directory,
+            "directory",
+            complete=complete,
         )
-        io.read_into(self._checkpoint, latest, self.directory)
+
+    def restore(self, latest: str) -> None:
+        """Assigns the objects the backup's values (checked by :meth:`check_layout` first)."""
+        io.read_into(self._checkpoint, latest, self.directory, "directory")
 
     def write(self, document: Mapping[str, Any]) -> None:
-        """Saves the objects and ``document`` (plus the format) as the latest backup."""
+        """Saves the objects and ``document`` (plus the format) as the latest backup.
+
+        Raises:
+            gradfit.WriteError: The files could not be written (a full disk,
+                say); the previous backup is intact.
+        """
         self._state.json.assign(json.dumps({"format": FORMAT, **document}, allow_nan=True))
-        io.write_checkpoint(self._checkpoint, self.prefix, update_latest=True)
+        try:
+            io.write_checkpoint(self._checkpoint, self.prefix, update_latest=True)
+        except errors.IO_ERRORS as err:
+            raise errors.write_error(
+                "BackupAndRestore",
+                "directory",
+                self.directory,
+                err,
+                "The previous backup in it is intact: free the space (or fix the cause) and "
+                "run the same fit again to resume from it.",
+            ) from err
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else ""
 
 
 def remove(directory: str) -> None:
-    """Removes a backup's files (and the directory, when that leaves it empty)."""
+    """Removes a backup's files (and the directory, when that leaves it empty).
+
+    The pointer is first renamed to :data:`TOMBSTONE`, so that a removal cut
+    short leaves files that read as no backup, not as a damaged one.
+    """
     if not os.path.isdir(directory):
         return
+    pointer, tombstone = os.path.join(directory, POINTER), os.path.join(directory, TOMBSTONE)
     with contextlib.suppress(FileNotFoundError):
-        os.remove(os.path.join(directory, "checkpoint"))  # first: no backup from here on
+        os.replace(pointer, tombstone)  # first: no backup from here on
     escaped = glob.escape(directory)
     names = glob.glob(os.path.join(escaped, f"{PREFIX}.*"))
     names += glob.glob(os.path.join(escaped, f".{PREFIX}.gradfit-tmp-*"))
     names += glob.glob(os.path.join(escaped, "checkpoint.gradfit-tmp-*"))
     for name in names:
         io.discard(name)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(tombstone)  # last
     with contextlib.suppress(OSError):
         os.rmdir(directory)

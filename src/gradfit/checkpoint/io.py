@@ -23,6 +23,7 @@ from typing import Any
 import tensorflow as tf
 from google.protobuf import text_encoding
 
+from gradfit import _paths
 from gradfit import _validation as v
 
 VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -83,11 +84,39 @@ def _write_state(directory: str, latest: str, others: Iterable[str]) -> None:
     lines += [f'all_model_checkpoint_paths: "{_escape(n)}"' for n in names]
     target = os.path.join(directory, _STATE_FILE)
     staging = f"{target}{_TMP_TAG}{uuid.uuid4().hex[:8]}"
-    with open(staging, "w", encoding="utf-8") as file:
-        file.write("\n".join(lines) + "\n")
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(staging, target)
+    try:
+        with open(staging, "w", encoding="utf-8") as file:
+            file.write("\n".join(lines) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(staging, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(staging)  # (a full disk: the old pointer stays, and nothing else)
+        raise
+
+
+def read_pointer(directory: str) -> str | None:
+    """The prefix ``directory``'s ``checkpoint`` file names, or ``None`` when there is no file.
+
+    Raises:
+        ValueError: The file exists but names no checkpoint (empty, garbled
+            or unreadable); the message names it.
+    """
+    target = os.path.join(directory, _STATE_FILE)
+    if not os.path.lexists(target):
+        return None
+    try:
+        with open(target, encoding="utf-8") as file:
+            text = file.read()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"it cannot be read ({type(err).__name__}: {err})") from err
+    match = re.search(r'^model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"\s*$', text, re.MULTILINE)
+    if match is None:
+        shown = repr(text[:60]) if text else "empty"
+        raise ValueError(f"it names no checkpoint (its text is {shown})")
+    name = text_encoding.CUnescape(match.group(1)).decode("utf-8", "replace")
+    return os.path.join(directory, name)
 
 
 def _listed(directory: str) -> list[str]:
@@ -126,6 +155,31 @@ def _remove_leftovers(directory: str, base: str) -> None:
             discard(name)
 
 
+_WRITER_SUFFIX = 64
+"""The most characters a save adds to a prefix's name (``.<name>.gradfit-tmp-<pid>-...``)."""
+
+
+def check_prefix(name: str, prefix: str, value: Any = None) -> None:
+    """Checks, writing nothing, that a checkpoint can be written at ``prefix``.
+
+    Its directory must be, or be creatable as, a writable directory, and its
+    files' names (the temporary ones included) must fit the OS's limits.
+
+    Args:
+        name: The argument that gave ``prefix``, for messages.
+        prefix: The checkpoint prefix.
+        value: What the user passed (default: ``prefix``), echoed in messages.
+    """
+    shown = prefix if value is None else value
+    _paths.check_names(name, prefix, shown, extra=_WRITER_SUFFIX)
+    if os.path.isdir(prefix):
+        raise ValueError(
+            f"`{name}` names a directory; a checkpoint prefix names files "
+            f"(`{name}`.index, ...). {v.received(name, shown)}"
+        )
+    _paths.check_directory(name, os.path.dirname(os.path.abspath(prefix)), shown)
+
+
 def write_checkpoint(
     checkpoint: tf.train.Checkpoint, path: str | os.PathLike[str], *, update_latest: bool = False
 ) -> str:
@@ -138,10 +192,11 @@ def write_checkpoint(
     overwrite) none, never an index that does not match its data.
 
     With ``update_latest``, the directory's ``checkpoint`` file (what
-    ``tf.train.latest_checkpoint`` reads) is then pointed at ``path``,
-    atomically. While an existing checkpoint at ``path`` is being replaced
-    it points at the complete temporary copy, so the latest checkpoint it
-    names is complete at every moment.
+    ``tf.train.latest_checkpoint`` reads) is pointed at ``path``,
+    atomically. While the files are moved into place it points at the
+    complete temporary copy, so from the first save on the file exists and
+    the checkpoint it names is complete at every moment: a missing or
+    dangling pointer is damage, never a save in progress.
 
     Args:
         checkpoint: The ``tf.train.Checkpoint`` to write.
@@ -157,6 +212,7 @@ def write_checkpoint(
         raise TypeError(
             f"`checkpoint` must be a tf.train.Checkpoint. {v.received('checkpoint', checkpoint)}"
         )
+    check_prefix("path", prefix, path)
     directory = os.path.dirname(os.path.abspath(prefix))
     os.makedirs(directory, exist_ok=True)
     base = os.path.basename(prefix)
@@ -166,9 +222,8 @@ def write_checkpoint(
     try:
         checkpoint.write(staging)
         new = _files(staging)
-        replacing = os.path.exists(prefix + ".index")
         others = [p for p in _listed(directory) if p != os.path.abspath(prefix)]
-        if update_latest and replacing:
+        if update_latest:
             _write_state(directory, staging, others)
             pointed = True
         with contextlib.suppress(FileNotFoundError):
@@ -215,14 +270,14 @@ def resolve(path: Any) -> str:
     return text
 
 
-def open_reader(prefix: str, path: Any) -> Any:
-    """A checkpoint reader of ``prefix``; a ``ValueError`` naming ``path`` if unreadable."""
+def open_reader(prefix: str, path: Any, name: str = "path") -> Any:
+    """A checkpoint reader of ``prefix``; a ``ValueError`` naming ``name`` if unreadable."""
     try:
         return tf.train.load_checkpoint(prefix)
     except Exception as err:  # DataLossError, InvalidArgumentError, ...
         raise ValueError(
-            f"`path` is not a readable checkpoint ({type(err).__name__}: {err}). "
-            f"{v.received('path', path)}"
+            f"`{name}` is not a readable checkpoint ({type(err).__name__}: {err}). "
+            f"{v.received(name, path)}"
         ) from err
 
 
@@ -271,11 +326,24 @@ def _describe(entry: tuple[tuple[int, ...], str]) -> str:
     return f"shape {list(entry[0])}, {entry[1]}"
 
 
-def check_layout(saved: Layout, expected: Layout, what: str, path: Any) -> None:
-    """Raises a ValueError listing how the checkpoint and the objects differ, if they do."""
+def check_layout(
+    saved: Layout,
+    expected: Layout,
+    what: str,
+    path: Any,
+    name: str = "path",
+    *,
+    complete: bool = True,
+) -> None:
+    """Raises a ValueError listing how the checkpoint and the objects differ, if they do.
+
+    With ``complete=False`` the objects may not have all their variables
+    yet (an update rule not built): keys only the checkpoint has are allowed.
+    """
     problems = [
         f"the checkpoint has {_readable(k)} ({_describe(saved[k])}), which the {what} lacks"
         for k in sorted(saved.keys() - expected.keys())
+        if complete
     ]
     problems += [
         f"the {what} has {_readable(k)} ({_describe(expected[k])}), which the checkpoint lacks"
@@ -291,12 +359,12 @@ def check_layout(saved: Layout, expected: Layout, what: str, path: Any) -> None:
         shown = "; ".join(problems[:6])
         more = f"; and {len(problems) - 6} more" if len(problems) > 6 else ""
         raise ValueError(
-            f"The checkpoint at `path` does not match the {what}'s structure: {shown}{more}. "
-            f"Create the {what} as it was when saved. {v.received('path', path)}"
+            f"The checkpoint at `{name}` does not match the {what}'s structure: {shown}{more}. "
+            f"Create the {what} as it was when saved. {v.received(name, path)}"
         )
 
 
-def read_into(checkpoint: tf.train.Checkpoint, prefix: str, path: Any) -> None:
+def read_into(checkpoint: tf.train.Checkpoint, prefix: str, path: Any, name: str = "path") -> None:
     """Assigns the checkpoint at ``prefix`` to ``checkpoint``'s objects (``ValueError`` if not)."""
     try:
         status = checkpoint.read(prefix)
@@ -304,6 +372,6 @@ def read_into(checkpoint: tf.train.Checkpoint, prefix: str, path: Any) -> None:
         status.assert_existing_objects_matched()
     except Exception as err:
         raise ValueError(
-            f"Restoring the checkpoint at `path` failed ({type(err).__name__}: {err}). "
-            f"{v.received('path', path)}"
+            f"Restoring the checkpoint at `{name}` failed ({type(err).__name__}: {err}). "
+            f"{v.received(name, path)}"
         ) from err

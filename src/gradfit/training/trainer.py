@@ -103,6 +103,43 @@ def _bind_backups(callbacks: CallbackList, history: History) -> list[BackupAndRe
     return backups
 
 
+def _run_state(columns: step_lib.Columns, train: data_lib.Data) -> RunState:
+    """A fresh run's state: where a fit of these logs and data stands before its first step."""
+    return RunState(
+        step_log_width=columns.width,
+        step_batch_size=train.batch_size if isinstance(train, data_lib.ArrayData) else None,
+        steps_per_epoch=train.steps,
+    )
+
+
+def _example(functions: compile_lib.FunctionCache, spec: Any) -> Any:
+    """An all-zero batch of ``spec`` (the task is built for it), cached."""
+    return functions.get(("example", spec), lambda: data_lib.example_batch(spec))
+
+
+def _start(
+    task: Task,
+    generator: tf.random.Generator,
+    callbacks: CallbackList,
+    backups: list[BackupAndRestore],
+    example: Any,
+    seed: int | None,
+) -> None:
+    """The last checks of a fit, then its first changes: the task built, the generator seeded.
+
+    A run refused here changes nothing: no callback has opened a file and
+    the generator is not reseeded; a backup that does not match the
+    variables the task has so far (a model's) is refused before the update
+    rule is built, one that does not match its state right after.
+    """
+    callbacks.check_run()
+    task.build(example)
+    for backup in backups:
+        backup.check_layout()  # the rule's state, now that it exists
+    if seed is not None:
+        _reseed(generator, seed)
+
+
 def _part(name: str, check: Callable[[Any], Any]) -> Any:
     """A property for a part of a supervised task, checked by ``check`` when assigned."""
 
@@ -312,23 +349,23 @@ class Trainer:
             x, y, batch_size, ("x", "y"), sample_weight=sample_weight, class_weight=class_weight
         )
         val = inputs.validation(validation_data, batch_size)
-        spec = train.batch_spec
-        self.task.build(self.functions.get(("example", spec), lambda: data_lib.example_batch(spec)))
+        example = _example(self.functions, train.batch_spec)
+        if self.task.log_names() is None:  # its logs are found by tracing: build it first
+            self.task.build(example)
         names = inputs.train_names(train)
         callback_list, history = self._callbacks(extra)
         columns = _columns(self.task, names, callback_list, flag=self.nonfinite.checks)
         self._set_params(callback_list, epochs, train, val, columns)
-        if seed is not None:
-            _reseed(self.generator, seed)
-        self.state = RunState(
-            step_log_width=columns.width,
-            step_batch_size=train.batch_size if isinstance(train, data_lib.ArrayData) else None,
-            steps_per_epoch=train.steps,
-        )
+        self.state = _run_state(columns, train)
         backups = _bind_backups(callback_list, history)
-        runner = self._runner(train, names, columns, callback_list, backups, shuffle, epochs)
-        self.history = history
-        self._run_epochs(runner, callback_list, backups, epochs, val, columns)
+        try:
+            _start(self.task, self.generator, callback_list, backups, example, seed)
+            runner = self._runner(train, names, columns, callback_list, backups, shuffle, epochs)
+            self.history = history
+            self._run_epochs(runner, callback_list, backups, epochs, val, columns)
+        finally:
+            for backup in backups:
+                backup.release()
         return history
 
     def evaluate(
