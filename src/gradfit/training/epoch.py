@@ -14,7 +14,9 @@ flagged (non-finite) step is undone on the host: the loop call returned
 the state from before the call, so the runner restores it and replays the
 finite steps before the flagged one (deterministic). :class:`DatasetEpoch`
 consumes a ``tf.data`` iterator inside the loop and undoes a flagged step
-in-graph (see :func:`gradfit.training.step.rolling_back`).
+in-graph, or a step cut short by an error on the host, from a copy of the
+state taken before each step (:class:`gradfit.training.guard.StepGuard`);
+a bad batch becomes a ``ValueError`` naming ``x`` and the step.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ import tensorflow as tf
 from gradfit import data as data_lib
 from gradfit.training import loops
 from gradfit.training.compile import Compiled, FunctionCache, xla_obstacle
-from gradfit.training.nonfinite import NonFinitePolicy
+from gradfit.training.guard import StepGuard, explain
+from gradfit.training.inputs import Inputs
+from gradfit.training.nonfinite import NonFiniteError, NonFinitePolicy
 from gradfit.training.state import RunState
-from gradfit.training.step import Columns, keeping_state, rolling_back
+from gradfit.training.step import Columns, keeping_state
 
 Prior = tuple[Any, Any] | None
 """A resumed epoch's step logs and batch sizes so far (``None``: from its start)."""
@@ -135,9 +139,12 @@ class Run:
         if self.replay:
             replay(callbacks, first, rows, self.columns.names, begin=not self.every_step)
 
-    def state_variables(self) -> list[tf.Variable]:
-        """The variables a step may change, looked up once per task structure."""
-        if self.columns.flag is None:
+    def state_variables(self, *, always: bool = False) -> list[tf.Variable]:
+        """The variables a step may change, looked up once per task structure.
+
+        Without ``always``, none when steps are not checked (nothing to undo).
+        """
+        if self.columns.flag is None and not always:
             return []
         return self.functions.get(("state", self.task.cache_key()), self.task.state_variables)
 
@@ -390,8 +397,7 @@ class DatasetEpoch:
         self.run_info, self.dataset, self.known = run, data.dataset, data.steps
         self.per_call = per_call or self.known or 2**31 - 1
         columns, policy = run.columns, run.policy
-        state = run.state_variables()
-        guarded = rolling_back(step, state, columns.flag) if columns.flag is not None else step
+        state = run.state_variables(always=True)
         spec = data.batch_spec  # closures below must not hold `data`
         key = (
             "train-dataset",
@@ -403,6 +409,9 @@ class DatasetEpoch:
             tuple(id(var) for var in state),
         )
         functions = run.functions
+        self.guard = functions.get((*key, "guard"), lambda: StepGuard(state))
+        guarded = self.guard.wrap(step, columns.flag)
+        self.check = self._check_batch if run.task.needs_targets else None
         inner = functions.compiled(
             (*key, "step"),
             lambda jit: tf.function(guarded, input_signature=[spec], jit_compile=jit),
@@ -438,16 +447,14 @@ class DatasetEpoch:
             if info.every_step:  # (for a dataset of unknown length, also before its end)
                 callbacks.on_train_batch_begin(done)
             count = info.saves.chunk_end(done, done + self.per_call) - done
-            logs, batch_sizes, run_t, exhausted = self.loop(
-                iterator, tf.constant(count), tf.constant(info.state.nonfinite_run)
-            )
+            logs, batch_sizes, run_t, exhausted = self._call(iterator, count, epoch, done)
             rows = logs.numpy()
             if len(rows):
                 info.record(callbacks, chunks, done, rows)
                 sizes.append(batch_sizes.numpy().astype(np.float64))
             done += len(rows)
             if info.columns.flag is not None:
-                info.policy.check(info.state, epoch, done - 1, int(run_t))
+                self._check_policy(epoch, done - 1, int(run_t))
             if bool(exhausted) or (info.every_step and info.state.stop_training):
                 break
             if len(rows):
@@ -455,3 +462,38 @@ class DatasetEpoch:
         if not chunks:
             raise ValueError("`x` yielded no batches; the dataset is empty.")
         return np.concatenate(chunks), np.concatenate(sizes)
+
+    def _call(self, iterator: Any, count: int, epoch: int, done: int) -> Any:
+        """One loop call; a failing step is undone and explained (:mod:`~.guard`)."""
+        self.guard.reset()
+        try:
+            return self.loop(
+                iterator, tf.constant(count), tf.constant(self.run_info.state.nonfinite_run)
+            )
+        except tf.errors.OpError as err:
+            index = done + self.guard.recover()
+            explained = explain(err, self.dataset, index, epoch=epoch, check=self.check)
+            if explained is err:
+                raise
+            raise explained from err
+
+    def _check_policy(self, epoch: int, step: int, run: int) -> None:
+        """The non-finite policy; a NaN that a bad batch explains (under XLA) says so."""
+        try:
+            self.run_info.policy.check(self.run_info.state, epoch, step, run)
+        except NonFiniteError as err:
+            explained = explain(err, self.dataset, step, epoch=epoch, check=self.check)
+            if explained is err:
+                raise
+            raise explained from err
+
+    def _check_batch(self, batch: Any) -> None:
+        """The task's data checks on one batch, as on in-memory data of its size."""
+        parts = batch if isinstance(batch, tuple) else (batch,)
+        Inputs(self.run_info.task, self.run_info.functions).prepare(
+            parts[0],
+            parts[1] if len(parts) > 1 else None,
+            None,
+            ("x", "y"),
+            sample_weight=parts[2] if len(parts) > 2 else None,
+        )

@@ -10,8 +10,9 @@ a :class:`~gradfit.training.task.StepLogs`) are not all finite.
 Two ways to undo a flagged step: :func:`keeping_state` makes a loop call
 also return every state variable's value from before the call (the epoch
 runner rolls back and replays the finite steps on the host: no cost inside
-the loop), and :func:`rolling_back` restores the state in-graph after the
-flagged step itself (for datasets, whose batches cannot be replayed).
+the loop), and :class:`gradfit.training.guard.StepGuard` restores the state
+in-graph after the flagged step itself (for datasets, whose batches cannot
+be replayed).
 """
 
 from __future__ import annotations
@@ -204,28 +205,3 @@ def keeping_state(fn: Callable[..., Any], state: Sequence[tf.Variable]) -> Calla
             return fn(*args), before
 
     return wrapped
-
-
-def rolling_back(step: Step, state: Sequence[tf.Variable], flag: int) -> Step:
-    """``step``, with every ``state`` variable restored after a step it flags non-finite.
-
-    A flagged update never outlives its step. The values from before the
-    step are held while it runs (TensorFlow then copies a variable on its
-    first write), so this costs a copy of the state per step.
-    """
-
-    def guarded(batch: Any) -> tf.Tensor:
-        before = [tf.identity(var) for var in state]
-        with tf.control_dependencies(before):
-            out = step(batch)
-
-        def restore() -> tf.Tensor:
-            for var, value in zip(state, before, strict=True):
-                var.assign(value)  # (Keras optimizers' variables take no read_value)
-            return tf.constant(True)
-
-        restored = tf.cond(out[flag] > 0, restore, lambda: tf.constant(False))
-        with tf.control_dependencies([restored]):
-            return tf.identity(out)
-
-    return guarded
