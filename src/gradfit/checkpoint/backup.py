@@ -229,8 +229,8 @@ class BackupStore:
                 "directory",
                 self.directory,
                 err,
-                "The previous backup in it is intact: free the space (or fix the cause) and "
-                "run the same fit again to resume from it.",
+                "The last complete backup in it is intact: free the space (or fix the cause) "
+                "and run the same fit again to resume from it.",
             ) from err
 
 
