@@ -465,3 +465,24 @@ def test_a_skipped_step_rolls_back_keras_metric_state() -> None:
     assert history.history["nonfinite_steps"] == [1.0]
     assert float(metric.variables[1].numpy()) == 2 * BATCH  # the skipped batch is not counted
     assert history.history["keras_mae"][0] == pytest.approx(float(metric.result()))
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        keras.losses.sparse_categorical_crossentropy,
+    ],
+    ids=["object", "function"],
+)
+def test_keras_sparse_cross_entropy_refuses_labels_out_of_range_naming_y(loss):
+    """Found by the fuzz suite: Keras's own loss got the raw InvalidArgumentError."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3)])
+    trainer = gf.Trainer(model, loss, gf.SGD(0.1), jit_compile=False)
+    x = np.zeros((4, 3), np.float32)
+    before = [w.numpy().copy() for w in model.weights]
+    with pytest.raises(ValueError, match=r"`y` holds class labels outside \[0, 3\)"):
+        trainer.fit(x, np.array([3, 1, 2, 0], np.int32))
+    with pytest.raises(ValueError, match="`y`"):
+        trainer.evaluate(x, np.array([0, 1, 2, -1], np.int32))
+    assert all((w.numpy() == b).all() for w, b in zip(model.weights, before, strict=True))

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from gradfit import data as data_lib
 from gradfit.keras import KerasModel
-from gradfit.losses import Loss, loss_name
+from gradfit.losses import Loss, SparseCategoricalCrossentropy, loss_name
 from gradfit.training import metric_logs
 from gradfit.training.compile import hashable
 from gradfit.training.objective import takes_sample_weight, weighted_loss
@@ -231,6 +231,8 @@ def _check_targets(task: Any, data: data_lib.Data, names: tuple[str, str], width
         return
     for key, loss in task.objective.items():
         check = getattr(loss, "check_targets", None)
+        if _keras_sparse(loss):  # Keras's own sparse cross-entropy: the same labels
+            check = _SPARSE.check_targets
         if not callable(check):
             continue
         y = data.y if key is None else data.y[key]
@@ -238,6 +240,16 @@ def _check_targets(task: Any, data: data_lib.Data, names: tuple[str, str], width
         label = names[1] if key is None else f"{names[1]}[{key!r}]"
         if tf.is_tensor(y) and (width is None or isinstance(width, int)):
             check(label, y, width)
+
+
+_SPARSE = SparseCategoricalCrossentropy()
+
+
+def _keras_sparse(loss: Any) -> bool:
+    """Whether ``loss`` is Keras's sparse categorical cross-entropy (object or function)."""
+    return isinstance(loss, keras.losses.SparseCategoricalCrossentropy) or (
+        loss is keras.losses.sparse_categorical_crossentropy
+    )
 
 
 def example_batch(model: Any, data: data_lib.Data) -> Any:
