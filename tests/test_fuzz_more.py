@@ -606,11 +606,11 @@ def keras_array_cases(draw: st.DrawFn, kind: str) -> Case:
                 "rank-3": (y[:, None, None], reject(("y", "loss"), "")),
             }
         elif layout == "kclf":
-            # excluded: in-memory labels out of range for keras.losses.SparseCategorical-
-            # Crossentropy reach TensorFlow (raw InvalidArgumentError from fit/evaluate), reported
             options = {
                 "one-hot": (np.eye(CLASSES, dtype=np.float32)[y], reject(("y", "loss"), "")),
                 "fractional": (y + np.float32(0.5), either(("y", "loss"), "")),
+                "out-of-range": (_set(y, 0, CLASSES), reject(("y", "loss"), "")),
+                "negative": (_set(y, n - 1, -1), reject(("y", "loss"), "")),
                 "rank-3": (y[:, None, None], reject(("y", "loss"), "")),
             }
         else:
