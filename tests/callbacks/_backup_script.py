@@ -52,7 +52,13 @@ def make_trainer(init_seed: int = 1) -> gf.Trainer:
 
 
 def callbacks(directory: str | None, save_every: str | int = "epoch") -> list[gf.Callback]:
-    backup = [] if directory is None else [gf.callbacks.BackupAndRestore(directory, save_every)]
+    """The run's callbacks; with a backup, a ``CSVLogger(directory + ".csv", append=True)``."""
+    backup: list[gf.Callback] = []
+    if directory is not None:
+        backup = [
+            gf.callbacks.CSVLogger(directory + ".csv", append=True),
+            gf.callbacks.BackupAndRestore(directory, save_every),
+        ]
     return [*backup, gf.EarlyStopping(monitor="loss", patience=1, min_delta=0.4)]
 
 

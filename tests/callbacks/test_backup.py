@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
@@ -588,6 +589,13 @@ def test_runs_killed_at_random_moments_resume_bitwise(tmp_path):
             assert got_history == ref_history  # floats compare exactly
             assert_bitwise(got_vars, ref_vars)
             assert not directory.exists()  # the finished run removed its backup
+            # Its CSV log, written across kills and resumes, holds one row per epoch.
+            log = tmp_path / "backup.csv"
+            with log.open() as file:
+                rows = list(csv.reader(file))
+            assert [row[0] for row in rows] == ["epoch", *map(str, ref_history["epoch"])]
+            assert [float(row[1]) for row in rows[1:]] == ref_history["history"]["loss"]
+            log.unlink()  # (the next run starts afresh, appending to nothing)
     finally:
         server.close()
     print(f"{len(kills)} kills, {finished} finished runs, all bitwise equal: {kills}")
