@@ -101,3 +101,16 @@ def test_a_bad_batch_in_a_later_epoch_and_a_good_fit_after_it():
     assert values(t) == after_one
     t.fit(tf.data.Dataset.from_tensor_slices((X, Y)).batch(4))  # the trainer still trains
     assert values(t) != after_one
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["no-xla", "xla"])
+def test_evaluate_and_validation_name_their_argument_and_the_batch(jit):
+    t = trainer(jit)
+    with pytest.raises(ValueError, match=r"^`x` \(a tf.data.Dataset\) gave a bad batch at batch 2"):
+        t.evaluate(bad_labels())
+    with pytest.raises(ValueError, match=r"^`validation_data` .* at batch 2: `y` holds class"):
+        t.fit(X, Y, batch_size=4, validation_data=bad_labels())
+    with pytest.raises(ValueError, match="could not produce its batch at batch 2"):
+        t.evaluate(raising_generator())
+    good = t.evaluate(tf.data.Dataset.from_tensor_slices((X, Y)).batch(4))
+    assert np.isfinite(good["loss"])

@@ -30,8 +30,7 @@ import tensorflow as tf
 from gradfit import data as data_lib
 from gradfit.training import loops
 from gradfit.training.compile import Compiled, FunctionCache, xla_obstacle
-from gradfit.training.guard import StepGuard, explain
-from gradfit.training.inputs import Inputs
+from gradfit.training.guard import StepGuard, batch_at, batch_checker, explain, kept_after
 from gradfit.training.nonfinite import NonFiniteError, NonFinitePolicy
 from gradfit.training.state import RunState
 from gradfit.training.step import Columns, keeping_state
@@ -411,7 +410,7 @@ class DatasetEpoch:
         functions = run.functions
         self.guard = functions.get((*key, "guard"), lambda: StepGuard(state))
         guarded = self.guard.wrap(step, columns.flag)
-        self.check = self._check_batch if run.task.needs_targets else None
+        self.check = batch_checker(run.task, functions)
         inner = functions.compiled(
             (*key, "step"),
             lambda jit: tf.function(guarded, input_signature=[spec], jit_compile=jit),
@@ -472,7 +471,7 @@ class DatasetEpoch:
             )
         except tf.errors.OpError as err:
             index = done + self.guard.recover()
-            explained = explain(err, self.dataset, index, epoch=epoch, check=self.check)
+            explained = self._explain(err, index, epoch)
             if explained is err:
                 raise
             raise explained from err
@@ -482,18 +481,17 @@ class DatasetEpoch:
         try:
             self.run_info.policy.check(self.run_info.state, epoch, step, run)
         except NonFiniteError as err:
-            explained = explain(err, self.dataset, step, epoch=epoch, check=self.check)
+            explained = self._explain(err, step, epoch)
             if explained is err:
                 raise
             raise explained from err
 
-    def _check_batch(self, batch: Any) -> None:
-        """The task's data checks on one batch, as on in-memory data of its size."""
-        parts = batch if isinstance(batch, tuple) else (batch,)
-        Inputs(self.run_info.task, self.run_info.functions).prepare(
-            parts[0],
-            parts[1] if len(parts) > 1 else None,
-            None,
-            ("x", "y"),
-            sample_weight=parts[2] if len(parts) > 2 else None,
+    def _explain(self, err: BaseException, index: int, epoch: int) -> BaseException:
+        return explain(
+            err,
+            batch_at(self.dataset, index),
+            arg="x",
+            where=f"at step {index} of epoch {epoch}",
+            kept=kept_after(index, epoch),
+            check=self.check,
         )

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from gradfit import data as data_lib
-from gradfit.training import loops
+from gradfit.training import guard, loops
 from gradfit.training import step as step_lib
 from gradfit.training.compile import FunctionCache
 
@@ -69,13 +69,49 @@ class Evaluator:
         self, data: data_lib.Data, columns: step_lib.Columns, jit: bool | str, name: str
     ) -> tuple[np.ndarray, np.ndarray]:
         fn = self._step(data.batch_spec, columns, jit)
-        results, sizes = [], []
-        for batch, size in data.elements():
-            results.append(fn(batch))
+        results: list[Any] = []
+        sizes: list[Any] = []
+        elements = iter(data.elements())
+        while True:
+            try:
+                batch, size = next(elements)
+            except StopIteration:
+                break
+            except tf.errors.OpError as err:  # the pipeline fails at this batch
+                self._fail(err, name, len(results), None, data)
+            try:
+                results.append(fn(batch))
+            except tf.errors.OpError as err:  # a batch the step cannot take
+                self._fail(err, name, len(results), batch, data)
             sizes.append(size if size is not None else loops.batch_rows(batch))
         if not results:
             raise ValueError(f"`{name}` yielded no batches; the dataset is empty.")
-        return tf.stack(results).numpy(), np.array([int(s) for s in sizes], np.float64)
+        logs = tf.stack(results).numpy()
+        bad = np.flatnonzero(~np.isfinite(logs).all(axis=1))
+        if len(bad) and isinstance(data, data_lib.DatasetData):  # (XLA: bad labels give NaN)
+            explained = guard.explain(
+                FloatingPointError(),
+                guard.batch_at(data.dataset, int(bad[0])),
+                arg=name,
+                where=f"at batch {int(bad[0])}",
+                check=self._check,
+            )
+            if isinstance(explained, ValueError):
+                raise explained
+        return logs, np.array([int(s) for s in sizes], np.float64)
+
+    @property
+    def _check(self) -> Any:
+        return guard.batch_checker(self.task, self.functions)
+
+    def _fail(self, err: Exception, name: str, index: int, batch: Any, data: Any) -> None:
+        """Raises the gradfit error for an evaluation batch that failed (``err`` if none fits)."""
+        source = (lambda: batch) if batch is not None else guard.batch_at(data.dataset, index)
+        where = f"at batch {index}"
+        explained = guard.explain(err, source, arg=name, where=where, check=self._check)
+        if explained is err:
+            raise err
+        raise explained from err
 
     def _arrays(
         self, data: data_lib.ArrayData, columns: step_lib.Columns, jit: bool | str

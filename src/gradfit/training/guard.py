@@ -19,7 +19,10 @@ from typing import Any
 
 import tensorflow as tf
 
+from gradfit.training.compile import FunctionCache
+from gradfit.training.inputs import Inputs
 from gradfit.training.loops import Step
+from gradfit.training.task import Task
 
 _DATA_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.UnknownError)
 """The errors a bad batch gives (a shape or label the ops refuse, a generator raising)."""
@@ -95,45 +98,79 @@ def _summary(err: BaseException) -> str:
     return (lines[0] if lines else type(err).__name__)[:300].rstrip(".")
 
 
+def batch_checker(task: Task, functions: FunctionCache) -> Callable[[Any], None] | None:
+    """The task's data checks on one batch, as on in-memory data of its size.
+
+    ``None`` for a task without targets, whose elements are its own.
+    """
+    if not task.needs_targets:
+        return None
+
+    def check(batch: Any) -> None:
+        parts = batch if isinstance(batch, tuple) else (batch,)
+        Inputs(task, functions).prepare(
+            parts[0],
+            parts[1] if len(parts) > 1 else None,
+            None,
+            ("x", "y"),
+            sample_weight=parts[2] if len(parts) > 2 else None,
+        )
+
+    return check
+
+
+def batch_at(dataset: tf.data.Dataset, index: int) -> Callable[[], Any]:
+    """Reads batch ``index`` of ``dataset`` again, when called."""
+    return lambda: next(iter(dataset.skip(index).take(1)))
+
+
 def explain(
     err: BaseException,
-    dataset: tf.data.Dataset,
-    index: int,
+    batch: Callable[[], Any],
     *,
-    epoch: int,
+    arg: str,
+    where: str,
+    kept: str = "",
     check: Callable[[Any], None] | None,
 ) -> BaseException:
-    """The gradfit error for a dataset step that failed (or ``err`` itself if none fits).
+    """The gradfit error for a dataset batch that failed (or ``err`` itself if none fits).
 
     Args:
-        err: What the loop raised (an ``OpError``, or a ``NonFiniteError``).
-        dataset: The training dataset.
-        index: The failing batch's position in the epoch (from 0).
-        epoch: The epoch.
-        check: Raises a ``ValueError`` for a batch the task cannot train on.
+        err: What was raised (an ``OpError``, or a ``NonFiniteError``).
+        batch: Gives the failing batch (raising as the pipeline does).
+        arg: The dataset's argument (``"x"``, ``"validation_data"``).
+        where: Where it failed (``"at step 3 of epoch 0"``).
+        kept: What the variables hold now, for the message.
+        check: Raises a ``ValueError`` for a batch the task cannot take.
 
     Returns:
-        A ``ValueError`` naming ``x`` and the step, chained to ``err`` by the caller.
+        A ``ValueError`` naming ``arg`` and ``where``, to be chained to ``err``.
     """
-    where = f"at step {index} of epoch {epoch}"
-    kept = f"The variables hold their values after step {index - 1} of epoch {epoch}."
-    if index == 0:
-        kept = "The variables hold their values from before this epoch."
+    tail = f" {kept}" if kept else ""
     try:
-        batch = next(iter(dataset.skip(index).take(1)))
+        element = batch()
     except Exception as again:  # the pipeline itself fails at this batch
         return ValueError(
-            f"`x` (a tf.data.Dataset) could not produce its batch {where}: "
-            f"{_summary(again)}. {kept}"
+            f"`{arg}` (a tf.data.Dataset) could not produce its batch {where}: "
+            f"{_summary(again)}.{tail}"
         )
     if check is not None:
         try:
-            check(batch)
+            check(element)
         except (ValueError, TypeError) as problem:
-            return ValueError(f"`x` (a tf.data.Dataset) gave a bad batch {where}: {problem} {kept}")
+            return ValueError(
+                f"`{arg}` (a tf.data.Dataset) gave a bad batch {where}: {problem}{tail}"
+            )
     if isinstance(err, _DATA_ERRORS):
         return ValueError(
-            f"`x` (a tf.data.Dataset): the training step failed on its batch {where}: "
-            f"{_summary(err)}. {kept}"
+            f"`{arg}` (a tf.data.Dataset): the step failed on its batch {where}: "
+            f"{_summary(err)}.{tail}"
         )
     return err
+
+
+def kept_after(index: int, epoch: int) -> str:
+    """What the variables hold after a training step ``index`` of ``epoch`` failed."""
+    if index == 0:
+        return "The variables hold their values from before this epoch."
+    return f"The variables hold their values after step {index - 1} of epoch {epoch}."
