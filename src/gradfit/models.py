@@ -419,16 +419,26 @@ def _resolve_activation(
     )
 
 
-def variables_by_path(module: tf.Module, *, trainable_only: bool = False) -> dict[str, tf.Variable]:
-    """Returns a module's variables keyed by their attribute path.
+def variables_by_path(module: Any, *, trainable_only: bool = False) -> dict[str, tf.Variable]:
+    """Returns a module's variables keyed by their path.
 
     Paths join attribute names and list indices with ``/``: ``"W"``,
-    ``"layers/0/W"``. The order is the one ``tf.Module`` uses.
+    ``"layers/0/W"``. The order is the one ``tf.Module`` uses. A Keras
+    model (a ``keras.Model``, or a :class:`~gradfit.KerasModel` wrapping
+    one, as the Trainer does) has its variables keyed by their Keras
+    ``path`` instead (``"sequential/dense/kernel"``), in the model's order,
+    as the ``tf.Variable`` objects the Trainer updates.
 
     Args:
-        module: Any ``tf.Module`` (a gradfit Model, an UpdateRule, ...).
+        module: Any ``tf.Module`` (a gradfit Model, an UpdateRule, ...) or a
+            ``keras.Model``.
         trainable_only: Keep only trainable variables.
     """
+    keras_model = module if isinstance(module, keras.Model) else None
+    if keras_model is None and isinstance(getattr(module, "keras_model", None), keras.Model):
+        keras_model = module.keras_model
+    if keras_model is not None:
+        return _keras_variables_by_path(keras_model, trainable_only=trainable_only)
 
     def wanted(obj: Any) -> bool:
         return isinstance(obj, tf.Variable) and (obj.trainable or not trainable_only)
@@ -436,4 +446,18 @@ def variables_by_path(module: tf.Module, *, trainable_only: bool = False) -> dic
     found: dict[str, tf.Variable] = {}
     for path, variable in module._flatten(predicate=wanted, with_path=True):
         found.setdefault("/".join(str(part) for part in path), variable)
+    return found
+
+
+def _keras_variables_by_path(model: Any, *, trainable_only: bool) -> dict[str, tf.Variable]:
+    """A Keras model's ``tf.Variable`` objects by Keras path (``"#2"`` added to a repeat)."""
+    variables = model.trainable_variables if trainable_only else model.variables
+    found: dict[str, tf.Variable] = {}
+    for variable in variables:
+        path = str(getattr(variable, "path", None) or variable.name)
+        key, count = path, 1
+        while key in found:
+            count += 1
+            key = f"{path}#{count}"
+        found[key] = variable if isinstance(variable, tf.Variable) else variable.value
     return found

@@ -133,6 +133,38 @@ def _check_length(name: str, dataset: tf.data.Dataset) -> None:
         raise ValueError(f"`{name}` is an empty tf.data.Dataset. Received: {name}={dataset}")
 
 
+def _check_class_weight_targets(name: str, spec: Any, y_raw: Any, w_raw: Any) -> None:
+    """A ``ValueError`` naming ``class_weight`` unless elements are ``(x, y)`` with one ``y``."""
+    if w_raw is not None:
+        raise ValueError(
+            f"`class_weight` cannot be combined with a dataset that yields sample weights "
+            f"(as in Keras). Received: element_spec={spec}"
+        )
+    if y_raw is None or not isinstance(y_raw, tf.TensorSpec):
+        raise ValueError(
+            f"`class_weight` needs a dataset `{name}` whose targets are a single tensor (one "
+            "output); for several outputs, have the dataset yield (x, y, sample_weight) "
+            f"batches instead. Received: element_spec={spec}"
+        )
+
+
+def _weight_spec(name: str, w_raw: Any, float_dtype: tf.DType) -> tf.TensorSpec:
+    """The spec of a dataset's sample weights: one per example, ``[B]`` (or ``[B, 1]``)."""
+    if tf.nest.is_nested(w_raw):
+        raise TypeError(
+            f"`{name}` must yield one tensor of sample weights, one weight per example (shape "
+            f"[B]), for all outputs. Received: sample weights spec {w_raw}"
+        )
+    w_spec = _leaf_spec(name, "sample weights", w_raw, float_dtype, keep_int=False)
+    shape = w_spec.shape
+    if shape.rank > 2 or (shape.rank == 2 and shape[1] not in (1, None)):
+        raise ValueError(
+            f"`{name}` must yield sample weights of one weight per example: shape [B] (or "
+            f"[B, 1]). Received: sample weights of shape {w_raw.shape}"
+        )
+    return w_spec
+
+
 def from_dataset(
     name: str,
     dataset: tf.data.Dataset,
@@ -158,23 +190,17 @@ def from_dataset(
         x_raw, y_raw, w_raw, is_tuple = _unpack(spec, with_targets)
     except ValueError as err:
         raise ValueError(f"`{name}` {err}. Received: a Dataset with element_spec={spec}") from None
-    if class_weight is not None:
-        if w_raw is not None:
-            raise ValueError(
-                f"`class_weight` cannot be combined with a dataset that yields sample weights "
-                f"(as in Keras). Received: element_spec={spec}"
-            )
-        dataset = dataset.map(class_weight_map(class_weight, float_dtype))
-        w_raw = tf.TensorSpec([None], float_dtype)
     x_spec = _part_spec(name, "features", "x", x_raw, float_dtype, keep_int=False)
     y_spec = None
     if y_raw is not None:
         y_spec = _part_spec(name, "targets", "y", y_raw, float_dtype, keep_int=True)
+    if class_weight is not None:
+        _check_class_weight_targets(name, spec, y_raw, w_raw)
+        dataset = dataset.map(class_weight_map(class_weight, float_dtype))
+        w_raw = tf.TensorSpec([None], float_dtype)
     w_spec = None
     if w_raw is not None:
-        w_spec = _part_spec(
-            name, "sample weights", "sample_weight", w_raw, float_dtype, keep_int=False
-        )
+        w_spec = _weight_spec(name, w_raw, float_dtype)
     _check_batch_sizes(name, [part for part in (x_raw, y_raw, w_raw) if part is not None])
     data = DatasetData(dataset, x_spec, y_spec, w_spec)
     target = data.batch_spec

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 import tensorflow as tf
 
@@ -53,18 +53,33 @@ def _weights(
     y: Any,
     n: int,
     float_dtype: tf.DType,
-    y_name: str,
+    names: tuple[str, str, str],
 ) -> tf.Tensor | None:
+    """The ``[N]`` weights of in-memory data; ``names``: those of ``x``, ``y``, the weights."""
+    x_name, y_name, weight_name = names
     if sample_weight is not None and class_weight is not None:
         raise ValueError(
-            "`sample_weight` and `class_weight` cannot both be given (as in Keras); multiply "
+            f"`{weight_name}` and `class_weight` cannot both be given (as in Keras); multiply "
             "the class weights into the sample weights instead."
         )
     if sample_weight is not None:
-        return sample_weights("sample_weight", sample_weight, n, float_dtype)
+        return sample_weights(weight_name, sample_weight, n, float_dtype, x_name)
     if class_weight is not None:
         return class_weights(class_weight, y, float_dtype, y_name)
     return None
+
+
+def _refuse_weights_without_targets(
+    sample_weight: Any, class_weight: Any, y_name: str, weight_name: str
+) -> NoReturn:
+    if sample_weight is not None:
+        raise ValueError(
+            f"`{weight_name}` needs targets `{y_name}`. "
+            f"Received: {weight_name}={describe(sample_weight)}"
+        )
+    raise ValueError(
+        f"`class_weight` needs targets `{y_name}`. {v.received('class_weight', class_weight)}"
+    )
 
 
 def prepare(
@@ -77,6 +92,7 @@ def prepare(
     with_targets: bool | None = True,
     sample_weight: Any = None,
     class_weight: Any = None,
+    weight_name: str = "sample_weight",
 ) -> Data:
     """Validates ``x``, ``y`` and the weights, and returns batchable data.
 
@@ -92,6 +108,8 @@ def prepare(
             ``None`` when targets are optional (used when given).
         sample_weight: One weight per example (in-memory data only).
         class_weight: ``{class: weight}``, turned into sample weights.
+        weight_name: The name of ``sample_weight`` for messages
+            (``"validation_data[2]"`` for a validation triple).
     """
     x_name, y_name = names
     batch_size = v.optional_positive_int("batch_size", batch_size)
@@ -115,7 +133,8 @@ def prepare(
         y_tensors = _tensors(y_name, y, float_dtype, keep_int=True)
         named += _named(y_name, y_tensors)
     elif sample_weight is not None or class_weight is not None:
-        raise ValueError("`sample_weight` and `class_weight` need targets `y`.")
+        _refuse_weights_without_targets(sample_weight, class_weight, y_name, weight_name)
     n = check_same_examples(named)
-    weights = _weights(sample_weight, class_weight, y_tensors, n, float_dtype, y_name)
+    weight_names = (x_name, y_name, weight_name)
+    weights = _weights(sample_weight, class_weight, y_tensors, n, float_dtype, weight_names)
     return ArrayData(x_tensors, y_tensors, n if batch_size is None else min(batch_size, n), weights)

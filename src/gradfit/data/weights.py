@@ -23,14 +23,19 @@ from gradfit.data.structure import is_structure
 from gradfit.data.tensors import describe, to_tensor
 
 
-def sample_weights(name: str, value: Any, num_examples: int, float_dtype: tf.DType) -> tf.Tensor:
+def sample_weights(
+    name: str, value: Any, num_examples: int, float_dtype: tf.DType, x_name: str = "x"
+) -> tf.Tensor:
     """``value`` as a ``[N]`` tensor of ``float_dtype``; checked like any input, and its length.
 
     Args:
-        name: The argument's name for messages (``"sample_weight"``).
+        name: The argument's name for messages (``"sample_weight"``, or
+            ``"validation_data[2]"``).
         value: One weight per example, shape ``[N]`` or ``[N, 1]``.
-        num_examples: ``N``, the number of examples of ``x``.
+        num_examples: ``N``, the number of examples of the features.
         float_dtype: The task's float dtype.
+        x_name: The features' name for messages (``"x"``, or
+            ``"validation_data[0]"``).
     """
     if is_structure(value):
         raise TypeError(
@@ -48,7 +53,7 @@ def sample_weights(name: str, value: Any, num_examples: int, float_dtype: tf.DTy
         )
     if int(weights.shape[0]) != num_examples:
         raise ValueError(
-            f"`{name}` must hold one weight per example of `x` ({num_examples}). "
+            f"`{name}` must hold one weight per example of `{x_name}` ({num_examples}). "
             f"Received: {name}={describe(value)}"
         )
     return weights

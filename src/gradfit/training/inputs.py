@@ -60,8 +60,12 @@ class Inputs:
         with_targets: bool | None = None,
         sample_weight: Any = None,
         class_weight: Any = None,
+        weight_name: str = "sample_weight",
     ) -> data_lib.Data:
-        """Validates ``x``, ``y`` and weights (:func:`gradfit.data.prepare`), then the task does."""
+        """Validates ``x``, ``y`` and weights (:func:`gradfit.data.prepare`), then the task does.
+
+        ``weight_name`` names ``sample_weight`` in messages.
+        """
         if with_targets is None and self.task.needs_targets:
             with_targets = True
         prepared = data_lib.prepare(
@@ -73,6 +77,7 @@ class Inputs:
             with_targets=with_targets,
             sample_weight=sample_weight,
             class_weight=class_weight,
+            weight_name=weight_name,
         )
         self.task.check_data(prepared, names)
         return prepared
@@ -111,6 +116,7 @@ class Inputs:
             batch_size,
             ("validation_data[0]", "validation_data[1]"),
             sample_weight=w_val[0] if w_val else None,
+            weight_name="validation_data[2]",
         )
 
     def train_names(self, train: data_lib.Data) -> list[str]:
