@@ -597,15 +597,7 @@ def keras_array_cases(draw: st.DrawFn, kind: str) -> Case:
         expect = reject(role, f"{role} {name}")
     else:
         assert kind == "targets", kind
-        if layout == "clf":
-            options = {
-                "one-hot": (np.eye(CLASSES, dtype=np.float32)[y], reject(("y", "loss"), "")),
-                "fractional": (y + np.float32(0.5), either(("y", "loss"), "")),
-                "out-of-range": (_set(y, 0, CLASSES), reject(("y", "loss"), "")),
-                "negative": (_set(y, n - 1, -1), reject(("y", "loss"), "")),
-                "rank-3": (y[:, None, None], reject(("y", "loss"), "")),
-            }
-        elif layout == "kclf":
+        if layout == "clf" or layout == "kclf":
             options = {
                 "one-hot": (np.eye(CLASSES, dtype=np.float32)[y], reject(("y", "loss"), "")),
                 "fractional": (y + np.float32(0.5), either(("y", "loss"), "")),
@@ -1210,7 +1202,16 @@ ARRAY_WEIGHT_KINDS = (
     "ragged",
     "dataset",
 )
-DATASET_WEIGHT_KINDS = ("valid", "forms", "strings", "complex", "scalar-weights", "static", "nan")
+DATASET_WEIGHT_KINDS = (
+    "valid",
+    "forms",
+    "two-columns",
+    "strings",
+    "complex",
+    "scalar-weights",
+    "static",
+    "nan",
+)
 WEIGHT_KINDS = (*ARRAY_WEIGHT_KINDS, *(f"dataset:{kind}" for kind in DATASET_WEIGHT_KINDS))
 
 
@@ -1319,10 +1320,10 @@ def _weights_dataset(
                 "float64": w.astype(np.float64),
             }
         form = draw(st.sampled_from(sorted(options)))
-        # excluded: weights of shape [B, 2] in a dataset are refused as a failure of `loss`
-        # on `y` (with TensorFlow's "Incompatible shapes" text), not as bad weights of `x`,
-        # reported
         return _batches(x, y, options[form], batch_size=size), ok(f"dataset weights {form}"), steps
+    if kind == "two-columns":
+        wide = np.stack([w, w], axis=1)
+        return _batches(x, y, wide), reject("x", "dataset weights of shape [B, 2]"), steps
     if kind == "strings":
         return _batches(x, y, w.astype(str)), reject("x", "dataset of string weights"), steps
     if kind == "complex":
@@ -1396,9 +1397,7 @@ def class_weight_cases(draw: st.DrawFn, name: str) -> Case:
     good = name in GOOD_CLASS_WEIGHTS
     class_weight = GOOD_CLASS_WEIGHTS[name] if good else BAD_CLASS_WEIGHTS[name]
     expect = ok(f"class_weight {name}") if good else reject("class_weight", name)
-    # excluded: class_weight with a dataset of dict targets fails inside Dataset.map (a
-    # TypeError from TensorFlow's tracing, not gradfit's), reported
-    as_dataset = layout != "multi_out" and draw(st.booleans())
+    as_dataset = draw(st.booleans())
     if good and layout == "multi_out":
         expect = reject("class_weight", f"class_weight {name} for a dict of targets")
     kwargs: dict[str, Any] = {"class_weight": class_weight}
