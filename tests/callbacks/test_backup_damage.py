@@ -89,18 +89,34 @@ def _flip_bytes(path: Path) -> None:
     path.write_bytes(bytes(raw))
 
 
-def _bad_document(directory: Path) -> None:
-    """Rewrites the backup with a document that is not JSON (as a bit flip in it would)."""
+def _bad_document(directory: Path, text: str = '{"format": 2, "epoch": 0, "call') -> None:
+    """Rewrites the backup with a document ``text`` (not JSON, as a bit flip in it makes it)."""
     t = trainer()
     x, y = data()
     t.fit(x, y, epochs=1, batch_size=16)  # (built like the crashed run's)
     store = engine.BackupStore(str(directory), t.checkpoint_items())
     real = json.dumps
     try:
-        engine.json.dumps = lambda *a, **k: '{"format": 2, "epoch": 0, "call'  # type: ignore
+        engine.json.dumps = lambda *a, **k: text  # type: ignore
         store.write({})
     finally:
         engine.json.dumps = real
+
+
+GOOD_DOCUMENT = {
+    "format": 2, "epoch": 0, "steps_done": 4, "stop_training": False, "nonfinite_run": 0,
+    "history": {"loss": [1.0]}, "history_epochs": [0], "callbacks": [],
+}  # fmt: skip
+
+
+def _document_without(key: str):
+    return lambda d: _bad_document(
+        d, json.dumps({k: v for k, v in GOOD_DOCUMENT.items() if k != key})
+    )
+
+
+def _document_with(key: str, value):
+    return lambda d: _bad_document(d, json.dumps({**GOOD_DOCUMENT, key: value}))
 
 
 DATA = "backup.data-00000-of-00001"
@@ -144,6 +160,21 @@ DAMAGES = {
     ),
     "data corrupt": (DATA, "data cannot be read", lambda d: _flip_bytes(d / DATA)),
     "document not JSON": ("backup", "JSON document does not parse", _bad_document),
+    "document without a field": (
+        "backup",
+        "lacks ['nonfinite_run']",
+        _document_without("nonfinite_run"),
+    ),
+    "document with a field of another type": (
+        "backup",
+        "'epoch' is 'one'",
+        _document_with("epoch", "one"),
+    ),
+    "pointer naming another directory's backup": (
+        "checkpoint",
+        "outside the directory",
+        lambda d: (d / "checkpoint").write_text('model_checkpoint_path: "../other/backup"\n'),
+    ),
 }
 
 
@@ -225,15 +256,19 @@ def test_an_undamaged_backup_still_resumes_after_the_checks(crashed, tmp_path):
     assert not directory.exists()  # a finished run removes its backup (and the lock file)
 
 
-def test_an_interrupted_removal_reads_as_no_backup_not_as_damage(crashed, tmp_path):
+def test_an_interrupted_removal_reads_as_no_backup_until_a_new_run_saves(crashed, tmp_path):
     """A finished run renames the pointer first; killed then, its leftovers are no backup."""
     directory = tmp_path / "backup"
     shutil.copytree(crashed, directory)
     os.replace(directory / "checkpoint", directory / engine.TOMBSTONE)
     x, y = data()
     backup = BackupAndRestore(directory)
-    history = trainer(seed=5).fit(x, y, epochs=1, batch_size=16, callbacks=[backup])
-    assert backup.restored_epoch is None and history.epoch == [0]
+    with pytest.raises(CrashError):  # a new run's backups, beside the tombstone, are used
+        trainer(seed=5).fit(x, y, epochs=EPOCHS, batch_size=16, callbacks=[backup, CrashAt(2)])
+    assert backup.restored_epoch is None
+    backup = BackupAndRestore(directory)
+    history = trainer(seed=6).fit(x, y, epochs=EPOCHS, batch_size=16, callbacks=[backup])
+    assert backup.restored_epoch == 1 and history.epoch == [0, 1, 2]
 
 
 HOLDER = textwrap.dedent(

@@ -96,6 +96,7 @@ def read_only_dir(tmp_path, monkeypatch):
 
 
 def _bad_paths(tmp_path: Path, read_only: Path) -> dict[str, tuple[object, str]]:
+    (tmp_path / "ck1").mkdir()  # where epoch 1's checkpoint files would go
     a_file = tmp_path / "a_file"
     a_file.write_text("not a directory")
     binary = tmp_path / "log.bin"
@@ -106,6 +107,10 @@ def _bad_paths(tmp_path: Path, read_only: Path) -> dict[str, tuple[object, str]]
         "backup on a read-only file system": (BackupAndRestore(read_only / "b"), "read-only"),
         "checkpoint name too long": (ModelCheckpoint(str(tmp_path / "c-{epoch:>1000}")), "`path`"),
         "checkpoint under a file": (ModelCheckpoint(str(a_file / "ckpt")), "`path`"),
+        "checkpoint of a later epoch on a directory": (
+            ModelCheckpoint(str(tmp_path / "ck{epoch}"), monitor="loss"),
+            "`path`",
+        ),
         "checkpoint on a read-only file system": (ModelCheckpoint(str(read_only / "c")), "`path`"),
         "tensorboard on a file": (TensorBoard(a_file), "`log_dir`"),
         "tensorboard run on a file": (TensorBoard(tmp_path), "`log_dir`"),
@@ -134,6 +139,34 @@ def test_bad_paths_are_refused_before_the_first_step_and_change_nothing(tmp_path
         assert epochs.begun == [] and values(t) == before and not t.update_rule.built, name
         assert log.read_text() == "epoch,loss\n0,1.0\n", name  # an earlier callback's file
         assert sorted(p.name for p in tmp_path.iterdir()) == listing, name
+
+
+def test_a_refused_fit_leaves_no_directory_and_the_trainers_state(tmp_path):
+    x, y = data()
+    t = trainer()
+    t.fit(x, y, epochs=2, batch_size=16)
+    state = vars(t.state).copy()
+    with pytest.raises(ValueError, match="`path`"):
+        t.fit(
+            x, y, epochs=1, batch_size=8,
+            callbacks=[BackupAndRestore(tmp_path / "new" / "a" / "b"), CSVLogger(tmp_path)],
+        )  # fmt: skip
+    assert sorted(os.listdir(tmp_path)) == []  # no directory made for the backup left behind
+    assert vars(t.state) == state
+
+
+def test_a_csv_row_cut_short_is_dropped_when_the_file_is_continued(tmp_path):
+    """A crash (or a full disk) in the middle of a row: the resumed file has whole rows."""
+    x, y = data()
+    log, directory = tmp_path / "log.csv", tmp_path / "backup"
+    callbacks = lambda *extra: [CSVLogger(log, append=True), *extra, BackupAndRestore(directory)]  # noqa: E731
+    with pytest.raises(CrashError):
+        trainer().fit(x, y, epochs=14, batch_size=32, seed=0, callbacks=callbacks(CrashAt(12)))
+    text = log.read_text()
+    log.write_text(text[: text.rindex("\n12,") + 2])  # "...\n1": epoch 12's row, cut short
+    trainer(seed=9).fit(x, y, epochs=14, batch_size=32, seed=0, callbacks=callbacks())
+    with log.open() as file:
+        assert [row[0] for row in csv.reader(file)] == ["epoch", *map(str, range(14))]
 
 
 def test_trainer_save_checks_its_path_first(tmp_path):

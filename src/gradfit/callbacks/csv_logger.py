@@ -95,6 +95,8 @@ class CSVLogger(Callback):
                 with open(self.path, "w", newline="", encoding="utf-8"):
                     pass
                 return
+        with self._writing():
+            _drop_partial_line(self.path)  # a row a crash (or a full disk) cut short
         header = self._read_header()
         if header:
             self.keys = header[1:] if header[0] == "epoch" else header
@@ -165,10 +167,31 @@ class CSVLogger(Callback):
         kept = [row for row in rows if not (row and _epoch_of(row) > last)]
         if len(kept) == len(rows):
             return
-        staging = f"{self.path}.gradfit-tmp"
-        with open(staging, "w", newline="", encoding="utf-8") as file:
-            csv.writer(file, delimiter=self.separator, lineterminator="\n").writerows(kept)
-        os.replace(staging, self.path)
+        directory = os.path.dirname(os.path.abspath(self.path))
+        staging = os.path.join(directory, f".gradfit-tmp-{os.getpid()}.csv")  # (a short name)
+        try:
+            with open(staging, "w", newline="", encoding="utf-8") as file:
+                csv.writer(file, delimiter=self.separator, lineterminator="\n").writerows(kept)
+            os.replace(staging, self.path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(staging)
+
+
+def _drop_partial_line(path: str) -> None:
+    """Truncates ``path`` after its last line break, if its last line has none."""
+    with open(path, "rb+") as file:
+        size = file.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        file.seek(max(0, size - 65536))
+        tail = file.read()
+        if tail.endswith(b"\n"):
+            return
+        cut = tail.rfind(b"\n")
+        if cut < 0 and size > len(tail):
+            return  # a last line over 64 KiB: not a row cut short
+        file.truncate(size - len(tail) + cut + 1)
 
 
 def _epoch_of(row: list[str]) -> int:

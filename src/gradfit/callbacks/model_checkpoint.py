@@ -19,6 +19,7 @@ from gradfit.checkpoint.io import check_prefix
 logger = logging.getLogger("gradfit")
 
 _STATE_KEYS = ("best", "best_epoch", "best_path")
+_CHECKED_EPOCHS = 10_000  # check_run checks the paths of up to this many epochs
 
 
 def _template_fields(path: str) -> set[str]:
@@ -68,8 +69,8 @@ class ModelCheckpoint(MonitorCallback):
     quantity (``"val_loss"`` to ``"loss"``) with a warning. Like every
     gradfit callback, each ``fit`` starts afresh.
 
-    ``path`` is checked before the first step, formatted with sample values
-    (``epoch=0``, every log ``0.0``): its directory must exist or be
+    ``path`` is checked before the first step, formatted with every epoch
+    of the fit and sample logs (``0.0``): its directory must exist or be
     creatable and be writable, its names within the OS's limits. A save
     that fails during the fit raises :class:`gradfit.WriteError`.
 
@@ -144,8 +145,14 @@ class ModelCheckpoint(MonitorCallback):
     def check_run(self) -> None:
         """Checks the run, and ``path`` formatted with sample values, before anything changes."""
         super().check_run()
-        values = {name: 0 if name == "epoch" else 0.0 for name in self._fields}
-        check_prefix("path", self.path.format_map(values), self.path)
+        epochs = int(self.params.get("epochs") or 1) if "epoch" in self._fields else 1
+        checked: set[str] = set()
+        for epoch in range(min(epochs, _CHECKED_EPOCHS)):  # every epoch's path, where known
+            values = {name: epoch if name == "epoch" else 0.0 for name in self._fields}
+            path = self.path.format_map(values)
+            if path not in checked:
+                check_prefix("path", path, self.path)
+                checked.add(path)
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         """Saves the epoch (every epoch, or only an improving one with ``save_best_only``)."""

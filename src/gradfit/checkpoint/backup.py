@@ -32,7 +32,9 @@ PREFIX = "backup"
 
 FORMAT = 2
 READS = (1, 2)  # format 1 (gradfit 0.1) had no mid-epoch fields
-REQUIRED = frozenset({"format", "epoch", "callbacks", "history", "history_epochs"})
+REQUIRED = frozenset(
+    {"format", "epoch", "callbacks", "history", "history_epochs", "stop_training", "nonfinite_run"}
+)
 """Keys every backup document has."""
 
 POINTER = "checkpoint"
@@ -132,13 +134,18 @@ class BackupStore:
         """
         if not os.path.isdir(self.directory):
             return None
-        if os.path.lexists(os.path.join(self.directory, TOMBSTONE)):
-            return None  # a finished run's removal was cut short: nothing to resume
         pointer = os.path.join(self.directory, POINTER)
         try:
             latest = io.read_pointer(self.directory)
         except ValueError as err:
             raise self._damaged(pointer, f"the pointer file is unusable: {err}") from err
+        if latest is None and os.path.lexists(os.path.join(self.directory, TOMBSTONE)):
+            return None  # a finished run's removal was cut short: nothing to resume
+        if latest is not None and (
+            os.path.islink(pointer)
+            or os.path.dirname(os.path.abspath(latest)) != os.path.abspath(self.directory)
+        ):
+            raise self._damaged(pointer, f"the pointer names {latest!r}, outside the directory")
         if latest is None:
             own = self._own_files()
             if own:
@@ -180,10 +187,8 @@ class BackupStore:
             )
             raise self._damaged(data[0], problem) from err
         try:
-            document = json.loads(text.decode("utf-8"))
-            if not isinstance(document, dict) or not document.keys() >= REQUIRED:
-                raise ValueError(f"it lacks {sorted(REQUIRED - set(document or ()))}")
-        except (ValueError, UnicodeDecodeError, AttributeError) as err:
+            document = _checked_document(json.loads(text.decode("utf-8")))
+        except (ValueError, TypeError, UnicodeDecodeError, AttributeError) as err:
             raise self._damaged(latest, f"its JSON document does not parse: {err}") from err
         if document.get("format") not in READS:
             raise ValueError(
@@ -232,6 +237,40 @@ class BackupStore:
                 "The last complete backup in it is intact: free the space (or fix the cause) "
                 "and run the same fit again to resume from it.",
             ) from err
+
+
+_FIELDS: dict[str, Any] = {
+    "format": int,
+    "epoch": int,
+    "steps_done": int,
+    "stop_training": bool,
+    "nonfinite_run": int,
+    "history": dict,
+    "history_epochs": list,
+    "callbacks": list,
+    "step": int,
+}
+_MID_EPOCH = ("step_logs", "step_sizes", "generator_state")
+
+
+def _checked_document(document: Any) -> dict[str, Any]:
+    """``document``, with every field a resume reads present and of its type (else ValueError)."""
+    if not isinstance(document, dict):
+        raise ValueError(f"it is a {type(document).__name__}, not an object")
+    missing = sorted(REQUIRED - document.keys())
+    if missing:
+        raise ValueError(f"it lacks {missing}")
+    for key, kind in _FIELDS.items():
+        value = document.get(key)
+        wrong = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+        if key in document and wrong:
+            raise ValueError(f"its {key!r} is {value!r}, not a {kind.__name__}")
+    entries = document["callbacks"]
+    if not all(isinstance(e, dict) and {"type", "state"} <= e.keys() for e in entries):
+        raise ValueError("its 'callbacks' entries lack 'type' or 'state'")
+    if document.get("step") and not all(key in document for key in _MID_EPOCH):
+        raise ValueError(f"it is a mid-epoch backup without {list(_MID_EPOCH)}")
+    return document
 
 
 def _first_line(err: BaseException) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 from typing import Any
 
 from gradfit import _validation as v
@@ -40,7 +41,7 @@ class DirectoryLock:
         self.directory, self.name, self.user = directory, name, user
         self.path = os.path.join(directory, NAME)
         self._fd: int | None = None
-        self._created = False
+        self._existing: str | None = None  # the nearest directory that existed before acquire
 
     @property
     def held(self) -> bool:
@@ -56,7 +57,7 @@ class DirectoryLock:
         """
         if self._fd is not None or fcntl is None:
             return
-        self._created = not os.path.isdir(self.directory)
+        self._existing = _existing_ancestor(os.path.abspath(self.directory))
         os.makedirs(self.directory, exist_ok=True)
         for _ in range(_ATTEMPTS):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -92,18 +93,32 @@ class DirectoryLock:
         self._undo_directory()
 
     def _undo_directory(self) -> None:
-        if self._created:
-            with contextlib.suppress(OSError):
-                os.rmdir(self.directory)
-            self._created = False
+        """Removes the directories acquire created, leaf first, while they are empty."""
+        existing, self._existing = self._existing, None
+        current = os.path.abspath(self.directory)
+        while existing is not None and current != existing and current.startswith(existing):
+            try:
+                os.rmdir(current)
+            except OSError:
+                return
+            current = os.path.dirname(current)
 
 
 def _holder(fd: int) -> str:
-    with contextlib.suppress(OSError):
-        text = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
-        if text:
-            return text
+    """The holder's ``pid N on host``, waiting briefly for a holder that has just locked."""
+    for _ in range(50):
+        with contextlib.suppress(OSError):
+            text = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+            if text:
+                return text
+        time.sleep(0.01)
     return "pid unknown"
+
+
+def _existing_ancestor(path: str) -> str:
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
 
 
 def _same_file(fd: int, path: str) -> Any:

@@ -118,8 +118,8 @@ def _example(functions: compile_lib.FunctionCache, spec: Any) -> Any:
 
 
 def _start(
-    task: Task,
-    generator: tf.random.Generator,
+    trainer: Trainer,
+    previous: RunState,
     callbacks: CallbackList,
     backups: list[BackupAndRestore],
     example: Any,
@@ -130,14 +130,19 @@ def _start(
     A run refused here changes nothing: no callback has opened a file and
     the generator is not reseeded; a backup that does not match the
     variables the task has so far (a model's) is refused before the update
-    rule is built, one that does not match its state right after.
+    rule is built, one that does not match its state right after. A refused
+    run also gives the trainer back its ``previous`` run state.
     """
-    callbacks.check_run()
-    task.build(example)
-    for backup in backups:
-        backup.check_layout()  # the rule's state, now that it exists
+    try:
+        callbacks.check_run()
+        trainer.task.build(example)
+        for backup in backups:
+            backup.check_layout()  # the rule's state, now that it exists
+    except BaseException:
+        trainer.state = previous
+        raise
     if seed is not None:
-        _reseed(generator, seed)
+        _reseed(trainer.generator, seed)
 
 
 def _part(name: str, check: Callable[[Any], Any]) -> Any:
@@ -350,16 +355,16 @@ class Trainer:
         )
         val = inputs.validation(validation_data, batch_size)
         example = _example(self.functions, train.batch_spec)
-        if self.task.log_names() is None:  # its logs are found by tracing: build it first
-            self.task.build(example)
+        if self.task.log_names() is None:  # its logs are found by tracing: built first
+            self.task.build(example)  # (so its own build runs before the callbacks' checks)
         names = inputs.train_names(train)
         callback_list, history = self._callbacks(extra)
         columns = _columns(self.task, names, callback_list, flag=self.nonfinite.checks)
         self._set_params(callback_list, epochs, train, val, columns)
-        self.state = _run_state(columns, train)
+        previous, self.state = self.state, _run_state(columns, train)
         backups = _bind_backups(callback_list, history)
         try:
-            _start(self.task, self.generator, callback_list, backups, example, seed)
+            _start(self, previous, callback_list, backups, example, seed)
             runner = self._runner(train, names, columns, callback_list, backups, shuffle, epochs)
             self.history = history
             self._run_epochs(runner, callback_list, backups, epochs, val, columns)
