@@ -89,6 +89,8 @@ class TensorBoard(Callback):
         try:
             yield
         except errors.IO_ERRORS as err:
+            with contextlib.suppress(*errors.IO_ERRORS):
+                self._close()  # (no event file left open)
             raise errors.write_error(
                 "TensorBoard", "log_dir", self.log_dir, err, "The events written before are kept."
             ) from err
