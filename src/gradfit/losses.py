@@ -20,6 +20,7 @@ LossLike: TypeAlias = "Loss | Callable[[tf.Tensor, tf.Tensor], tf.Tensor]"
 _EPSILON = 1e-7  # Keras's backend epsilon, used to clip probabilities.
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python over static values: fast to trace
 def same_rank(y_true: tf.Tensor, y_pred: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Squeezes a trailing axis of size one off whichever has one axis more; no casts.
 
@@ -35,6 +36,7 @@ def same_rank(y_true: tf.Tensor, y_pred: tf.Tensor) -> tuple[tf.Tensor, tf.Tenso
     return y_true, y_pred
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python over static values: fast to trace
 def align(y_true: tf.Tensor, y_pred: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Casts ``y_true`` to ``y_pred``'s float dtype, then :func:`same_rank`."""
     y_pred = tf.convert_to_tensor(y_pred)
@@ -43,6 +45,7 @@ def align(y_true: tf.Tensor, y_pred: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return same_rank(tf.cast(y_true, y_pred.dtype), y_pred)
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python over static values: fast to trace
 def mean_per_example(values: tf.Tensor) -> tf.Tensor:
     """``values`` averaged over every axis but the first (examples): shape ``[N]``."""
     rank = values.shape.rank

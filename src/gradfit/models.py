@@ -56,11 +56,13 @@ def _dtype_policy(name: str, dtype: Any) -> tuple[str, tf.DType, tf.DType]:
     return resolved.name, resolved, resolved
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python over static values: fast to trace
 def _as_float_tensor(x: Any, dtype: tf.DType) -> tf.Tensor:
     x = tf.convert_to_tensor(x)
     return x if x.dtype == dtype else tf.cast(x, dtype)
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python over static values: fast to trace
 def _output(model: Model, out: tf.Tensor) -> tf.Tensor:
     """``out`` in float32 under a mixed policy (a stable loss), else as computed."""
     return _as_float_tensor(out, tf.float32) if model.dtype != model.compute_dtype else out

@@ -74,6 +74,7 @@ class ArrayData:
         """The spec of a batch as a task sees it (the structure of :attr:`structure`)."""
         return batch_spec(self.structure)
 
+    @tf.autograph.experimental.do_not_convert  # plain Python over static values
     def pack(self, tensors: Sequence[tf.Tensor]) -> Any:
         """The batch a task sees from tensors sliced like :attr:`arrays`."""
         return tf.nest.pack_sequence_as(self.batch_spec, list(tensors))

@@ -55,6 +55,7 @@ def permutation_function(generator: tf.random.Generator, n: int) -> Any:
     return tf.function(permute)
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python over static values: fast to trace
 def _rows(x: tf.Tensor, order: tf.Tensor | None, start: Any, size: int) -> tf.Tensor:
     """Rows ``order[start:start + size]`` of ``x`` (or ``x[start:start + size]``), static size."""
     if order is None:
@@ -63,6 +64,7 @@ def _rows(x: tf.Tensor, order: tf.Tensor | None, start: Any, size: int) -> tf.Te
     return tf.gather(x, tf.slice(order, [start], [size]))
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python over static values: fast to trace
 def _batch(
     arrays: Sequence[tf.Tensor], order: tf.Tensor | None, start: Any, size: int
 ) -> list[tf.Tensor]:

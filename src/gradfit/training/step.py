@@ -95,6 +95,7 @@ def log_dtype(task: Any) -> tf.DType:
     return tf.float64 if task.dtype == tf.float64 else tf.float32
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python over static values: fast to trace
 def _values(logs: Mapping[str, Any], names: Sequence[str], what: str) -> list[tf.Tensor]:
     """The logged values in ``names``' order; trace-time errors for a wrong structure."""
     if not isinstance(logs, Mapping):
@@ -118,6 +119,7 @@ def _values(logs: Mapping[str, Any], names: Sequence[str], what: str) -> list[tf
     return values
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python over static values: fast to trace
 def present_gradients(logs: Mapping[str, Any]) -> list[tf.Tensor]:
     """The dense values of the gradients a :class:`StepLogs` carries (``[]`` for a dict)."""
     return [
@@ -158,6 +160,7 @@ def train_step(task: Any, names: Sequence[str], columns: Columns, dtype: tf.DTyp
     return step
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python over static values: fast to trace
 def _weights(
     logs: Mapping[str, Any], weighted: Sequence[str], dtype: tf.DType, what: str
 ) -> list[tf.Tensor]:

@@ -124,6 +124,7 @@ def weight_decay_step(param: tf.Tensor, lr: tf.Tensor, weight_decay: float) -> t
     return param * weight_decay * lr
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python over static values: fast to trace
 def apply_weight_decay(variable: tf.Variable, lr: tf.Tensor, weight_decay: float) -> None:
     """Decays ``variable`` in place by :func:`weight_decay_step` (nothing if the rate is 0).
 
@@ -305,6 +306,7 @@ class UpdateRule(tf.Module, abc.ABC):
         """
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python over static values: fast to trace
 def _check_variables(variables: Any) -> list[tf.Variable]:
     if isinstance(variables, tf.Variable):
         variables = [variables]
@@ -323,6 +325,7 @@ def _check_variables(variables: Any) -> list[tf.Variable]:
     return variables
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python over static values: fast to trace
 def _check_gradient_shape(g: tf.Tensor | tf.IndexedSlices, var: tf.Variable) -> None:
     if isinstance(g, tf.IndexedSlices):
         rows = tf.TensorShape([None]).concatenate(var.shape[1:])
@@ -342,6 +345,7 @@ def _check_gradient_shape(g: tf.Tensor | tf.IndexedSlices, var: tf.Variable) -> 
         )
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python over static values: fast to trace
 def _check_pairs(
     rule: UpdateRule, gradients: Any, variables: Any
 ) -> tuple[list[Gradient], list[tf.Variable]]:
