@@ -22,7 +22,7 @@ a bad batch becomes a ``ValueError`` naming ``x`` and the step.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import tensorflow as tf
@@ -30,7 +30,7 @@ import tensorflow as tf
 from gradfit import data as data_lib
 from gradfit.training import loops
 from gradfit.training.compile import Compiled, FunctionCache, xla_obstacle
-from gradfit.training.guard import StepGuard, batch_at, batch_checker, explain, kept_after
+from gradfit.training.guard import StepGuard, batch_at, batch_checker, fail, kept_after
 from gradfit.training.nonfinite import NonFiniteError, NonFinitePolicy
 from gradfit.training.state import RunState
 from gradfit.training.step import Columns, keeping_state
@@ -441,13 +441,14 @@ class DatasetEpoch:
         iterator = iter(self.dataset.skip(start) if start else self.dataset)
         chunks: list[np.ndarray] = [] if prior is None else [prior[0]]
         sizes: list[np.ndarray] = [] if prior is None else [prior[1]]
-        done = start
+        done, counted = start, self.guard.steps_done()
         while known is None or done < known:
             if info.every_step:  # (for a dataset of unknown length, also before its end)
                 callbacks.on_train_batch_begin(done)
             count = info.saves.chunk_end(done, done + self.per_call) - done
-            logs, batch_sizes, run_t, exhausted = self._call(iterator, count, epoch, done)
+            logs, batch_sizes, run_t, exhausted = self._call(iterator, count, epoch, done, counted)
             rows = logs.numpy()
+            counted += len(rows)
             if len(rows):
                 info.record(callbacks, chunks, done, rows)
                 sizes.append(batch_sizes.numpy().astype(np.float64))
@@ -462,32 +463,27 @@ class DatasetEpoch:
             raise ValueError("`x` yielded no batches; the dataset is empty.")
         return np.concatenate(chunks), np.concatenate(sizes)
 
-    def _call(self, iterator: Any, count: int, epoch: int, done: int) -> Any:
-        """One loop call; a failing step is undone and explained (:mod:`~.guard`)."""
-        self.guard.reset()
+    def _call(self, iterator: Any, count: int, epoch: int, done: int, counted: int) -> Any:
+        """One loop call; a failing step is undone and explained (:mod:`~.guard`).
+
+        ``counted`` is the guard's count of steps done when the call starts.
+        """
         try:
             return self.loop(
                 iterator, tf.constant(count), tf.constant(self.run_info.state.nonfinite_run)
             )
         except tf.errors.OpError as err:
-            index = done + self.guard.recover()
-            explained = self._explain(err, index, epoch)
-            if explained is err:
-                raise
-            raise explained from err
+            self._fail(err, done + self.guard.recover(counted), epoch)
 
     def _check_policy(self, epoch: int, step: int, run: int) -> None:
         """The non-finite policy; a NaN that a bad batch explains (under XLA) says so."""
         try:
             self.run_info.policy.check(self.run_info.state, epoch, step, run)
         except NonFiniteError as err:
-            explained = self._explain(err, step, epoch)
-            if explained is err:
-                raise
-            raise explained from err
+            self._fail(err, step, epoch)
 
-    def _explain(self, err: BaseException, index: int, epoch: int) -> BaseException:
-        return explain(
+    def _fail(self, err: BaseException, index: int, epoch: int) -> NoReturn:
+        fail(
             err,
             batch_at(self.dataset, index),
             arg="x",

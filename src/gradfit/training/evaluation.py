@@ -8,7 +8,7 @@ The results are the example-weighted means of the per-batch logs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import tensorflow as tf
@@ -104,14 +104,10 @@ class Evaluator:
     def _check(self) -> Any:
         return guard.batch_checker(self.task, self.functions)
 
-    def _fail(self, err: Exception, name: str, index: int, batch: Any, data: Any) -> None:
+    def _fail(self, err: Exception, name: str, index: int, batch: Any, data: Any) -> NoReturn:
         """Raises the gradfit error for an evaluation batch that failed (``err`` if none fits)."""
         source = (lambda: batch) if batch is not None else guard.batch_at(data.dataset, index)
-        where = f"at batch {index}"
-        explained = guard.explain(err, source, arg=name, where=where, check=self._check)
-        if explained is err:
-            raise err
-        raise explained from err
+        guard.fail(err, source, arg=name, where=f"at batch {index}", check=self._check)
 
     def _arrays(
         self, data: data_lib.ArrayData, columns: step_lib.Columns, jit: bool | str

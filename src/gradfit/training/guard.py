@@ -15,7 +15,7 @@ data checks say what is wrong with it, as a ``ValueError`` naming ``x``
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import tensorflow as tf
 
@@ -72,17 +72,22 @@ class StepGuard:
             var.assign(copy)  # (Keras optimizers' variables take no read_value)
         return tf.constant(True)
 
-    def reset(self) -> None:
-        """Zeroes the counts (before a loop call)."""
-        self.begun.assign(0, read_value=False)
-        self.done.assign(0, read_value=False)
+    def steps_done(self) -> int:
+        """The steps finished so far, counted across fits (the runner reads it once an epoch)."""
+        return int(self.done.numpy())
 
-    def recover(self) -> int:
-        """After a loop call raised: undoes a step cut short; returns the steps the call did."""
+    def recover(self, since: int) -> int:
+        """After a loop call raised: undoes a step cut short.
+
+        Returns:
+            The steps done since the count was ``since`` (the call's, when
+            ``since`` was read as it began).
+        """
         begun, done = int(self.begun.numpy()), int(self.done.numpy())
         if begun > done:  # a step began and did not finish: it may have changed some state
             self._restore()
-        return done
+            self.begun.assign(done, read_value=False)
+        return done - since
 
 
 def _summary(err: BaseException) -> str:
@@ -122,6 +127,22 @@ def batch_checker(task: Task, functions: FunctionCache) -> Callable[[Any], None]
 def batch_at(dataset: tf.data.Dataset, index: int) -> Callable[[], Any]:
     """Reads batch ``index`` of ``dataset`` again, when called."""
     return lambda: next(iter(dataset.skip(index).take(1)))
+
+
+def fail(
+    err: BaseException,
+    batch: Callable[[], Any],
+    *,
+    arg: str,
+    where: str,
+    kept: str = "",
+    check: Callable[[Any], None] | None,
+) -> NoReturn:
+    """Raises :func:`explain`'s error, chained to ``err`` (``err`` itself if none fits)."""
+    explained = explain(err, batch, arg=arg, where=where, kept=kept, check=check)
+    if explained is err:
+        raise err
+    raise explained from err
 
 
 def explain(
