@@ -19,23 +19,10 @@ import tensorflow as tf
 import gradfit as gf
 from gradfit.callbacks import BackupAndRestore
 from tests.callbacks import _backup_script as script
+from tests.callbacks.runs import CrashAt, CrashError
 
 SCRIPT = Path(script.__file__)
 KILLS = 10
-
-
-class CrashError(Exception):
-    pass
-
-
-class CrashAt(gf.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise CrashError(f"crashed at the end of epoch {epoch}")
 
 
 def early_stopping():

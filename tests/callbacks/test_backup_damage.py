@@ -25,35 +25,9 @@ import pytest
 import gradfit as gf
 from gradfit.callbacks import BackupAndRestore, CSVLogger
 from gradfit.checkpoint import backup as engine
+from tests.callbacks.runs import CrashAt, CrashError, data, trainer
 
 EPOCHS = 3
-
-
-class CrashError(Exception):
-    pass
-
-
-class CrashAt(gf.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise CrashError(f"crashed at the end of epoch {epoch}")
-
-
-def data():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 3)).astype(np.float32)
-    return x, (x @ np.array([1.0, -2.0, 0.5], np.float32))[:, None]
-
-
-def trainer(seed=1, width=4):
-    """A trainer whose model is built (as the probe of a fit's data builds it)."""
-    t = gf.Trainer(gf.MLP((width,), seed=seed), gf.L2(), gf.Adam(0.01))
-    t.model.maybe_build((None, 3))
-    return t
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:

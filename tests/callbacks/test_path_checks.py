@@ -13,30 +13,19 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import functools
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
 import gradfit as gf
 from gradfit.callbacks import BackupAndRestore, CSVLogger, ModelCheckpoint, TensorBoard
 from gradfit.checkpoint import io as checkpoint_io
-
-
-def data():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 3)).astype(np.float32)
-    return x, (x @ np.array([1.0, -2.0, 0.5], np.float32))[:, None]
-
-
-def trainer(seed=1, width=4):
-    t = gf.Trainer(gf.MLP((width,), seed=seed), gf.L2(), gf.Adam(0.01))
-    t.model.maybe_build((None, 3))
-    return t
+from tests.callbacks.runs import CrashAt, CrashError, data, trainer
 
 
 def values(t):
@@ -159,7 +148,7 @@ def test_a_csv_row_cut_short_is_dropped_when_the_file_is_continued(tmp_path):
     """A crash (or a full disk) in the middle of a row: the resumed file has whole rows."""
     x, y = data()
     log, directory = tmp_path / "log.csv", tmp_path / "backup"
-    callbacks = lambda *extra: [CSVLogger(log, append=True), *extra, BackupAndRestore(directory)]  # noqa: E731
+    callbacks = functools.partial(logged_and_backed_up, log, directory)
     with pytest.raises(CrashError):
         trainer().fit(x, y, epochs=14, batch_size=32, seed=0, callbacks=callbacks(CrashAt(12)))
     text = log.read_text()
@@ -179,25 +168,16 @@ def test_trainer_save_checks_its_path_first(tmp_path):
         t.save(tmp_path / ("c" * 300))
 
 
-class CrashError(Exception):
-    pass
-
-
-class CrashAt(gf.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise CrashError(epoch)
+def logged_and_backed_up(log, directory, *extra):
+    """A CSVLogger continuing ``log``, ``extra`` callbacks, a BackupAndRestore of ``directory``."""
+    return [CSVLogger(log, append=True), *extra, BackupAndRestore(directory)]
 
 
 def test_csv_append_keeps_one_row_per_epoch_across_a_resume(tmp_path):
     """Finding 4: the row of epoch 2 was written, then the run died before its backup."""
     x, y = data()
     log, directory = tmp_path / "log.csv", tmp_path / "backup"
-    callbacks = lambda *extra: [CSVLogger(log, append=True), *extra, BackupAndRestore(directory)]  # noqa: E731
+    callbacks = functools.partial(logged_and_backed_up, log, directory)
     with pytest.raises(CrashError):
         trainer().fit(x, y, epochs=5, batch_size=16, seed=0, callbacks=callbacks(CrashAt(2)))
     with log.open() as file:
