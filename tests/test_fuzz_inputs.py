@@ -97,27 +97,51 @@ def _count(test: str) -> None:
     CASE_COUNTS[test] += 1
 
 
-class _CaseCountReport:
-    """Pytest plugin that prints the generated case counts at the end of the run."""
+class CaseCountReport:
+    """Pytest plugin that prints a fuzz module's generated case counts at the end of the run.
+
+    Args:
+        title: The summary's heading.
+        counts: Cases run, per test.
+        outcomes: ``(test, "accepted" | "rejected")`` counts.
+        tests: The tests, in the order to print.
+    """
+
+    def __init__(
+        self,
+        title: str,
+        counts: collections.Counter[str],
+        outcomes: collections.Counter[tuple[str, str]],
+        tests: list[str],
+    ) -> None:
+        self.title, self.counts, self.outcomes, self.tests = title, counts, outcomes, tests
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not CASE_COUNTS:
+        if not self.counts:
             return
-        terminalreporter.write_sep("-", "gradfit input fuzzing: generated cases")
-        for name in FUZZ_TESTS:
-            if name in CASE_COUNTS:
-                accepted, rejected = OUTCOMES[name, "accepted"], OUTCOMES[name, "rejected"]
+        terminalreporter.write_sep("-", self.title)
+        for name in self.tests:
+            if name in self.counts:
+                accepted = self.outcomes[name, "accepted"]
+                rejected = self.outcomes[name, "rejected"]
                 terminalreporter.write_line(
-                    f"{name}: {CASE_COUNTS[name]} ({accepted} accepted, {rejected} rejected)"
+                    f"{name}: {self.counts[name]} ({accepted} accepted, {rejected} rejected)"
                 )
-        terminalreporter.write_line(f"total: {sum(CASE_COUNTS.values())}")
+        terminalreporter.write_line(f"total: {sum(self.counts.values())}")
+
+    def register(self, request: pytest.FixtureRequest, name: str) -> None:
+        """Registers the plugin as ``name`` (once per session)."""
+        manager = request.config.pluginmanager
+        if not manager.has_plugin(name):
+            manager.register(self, name)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _report_case_counts(request: pytest.FixtureRequest) -> None:
-    manager = request.config.pluginmanager
-    if not manager.has_plugin("gradfit-fuzz-case-count"):
-        manager.register(_CaseCountReport(), "gradfit-fuzz-case-count")
+    report = CaseCountReport(
+        "gradfit input fuzzing: generated cases", CASE_COUNTS, OUTCOMES, FUZZ_TESTS
+    )
+    report.register(request, "gradfit-fuzz-case-count")
 
 
 # -- trainers and data -------------------------------------------------------

@@ -53,7 +53,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gradfit as gf
-from tests.test_fuzz_inputs import PHASES, _finite, _raised_in_gradfit, _summary
+from tests.test_fuzz_inputs import PHASES, CaseCountReport, _finite, _raised_in_gradfit, _summary
 from tests.test_fuzz_inputs import Snapshot as _ModuleSnapshot
 
 # -- bookkeeping -------------------------------------------------------------
@@ -97,27 +97,12 @@ def _count(test: str) -> None:
     CASE_COUNTS[test] += 1
 
 
-class _CaseCountReport:
-    """Pytest plugin that prints this module's generated case counts at the end of the run."""
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not CASE_COUNTS:
-            return
-        terminalreporter.write_sep("-", "gradfit input fuzzing (more): generated cases")
-        for name in FUZZ_TESTS:
-            if name in CASE_COUNTS:
-                accepted, rejected = OUTCOMES[name, "accepted"], OUTCOMES[name, "rejected"]
-                terminalreporter.write_line(
-                    f"{name}: {CASE_COUNTS[name]} ({accepted} accepted, {rejected} rejected)"
-                )
-        terminalreporter.write_line(f"total: {sum(CASE_COUNTS.values())}")
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _report_case_counts(request: pytest.FixtureRequest) -> None:
-    manager = request.config.pluginmanager
-    if not manager.has_plugin("gradfit-fuzz-more-case-count"):
-        manager.register(_CaseCountReport(), "gradfit-fuzz-more-case-count")
+    report = CaseCountReport(
+        "gradfit input fuzzing (more): generated cases", CASE_COUNTS, OUTCOMES, FUZZ_TESTS
+    )
+    report.register(request, "gradfit-fuzz-more-case-count")
 
 
 @pytest.fixture(scope="module", autouse=True)
