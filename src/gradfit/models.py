@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from gradfit import _validation as v
+from gradfit._autograph import traced
 
 Initializer: TypeAlias = Any
 """A number, an array, a Keras initializer (name, config or object) or
@@ -397,7 +398,7 @@ class MLP(Model):
         rank = x.shape.rank
         h = tf.reshape(x, [-1, 1]) if rank <= 1 else x
         for layer in self.layers[:-1]:
-            h = self.activation(layer._forward(h))
+            h = traced(self.activation)(layer._forward(h))
         out = self.layers[-1]._forward(h)
         if rank == 0:
             out = out[0]

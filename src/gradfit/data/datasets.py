@@ -205,6 +205,7 @@ def from_dataset(
     data = DatasetData(dataset, x_spec, y_spec, w_spec)
     target = data.batch_spec
 
+    @tf.autograph.experimental.do_not_convert  # plain Python over static values
     def cast(*element: Any) -> Any:
         # Dataset.map passes a tuple element's parts as separate arguments.
         if y_spec is not None:

@@ -128,6 +128,7 @@ def class_weight_map(class_weight: dict[int, float], float_dtype: tf.DType) -> A
     table = tf.cast(class_table(class_weight), float_dtype)
     size = int(table.shape[0])
 
+    @tf.autograph.experimental.do_not_convert  # plain Python over static values
     def add_weights(x: Any, y: Any) -> tuple[Any, Any, tf.Tensor]:
         classes = _classes(tf.convert_to_tensor(y))
         inside = tf.logical_and(classes >= 0, classes < size)

@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from gradfit import data as data_lib
+from gradfit._autograph import function
 from gradfit.training import loops
 from gradfit.training.compile import Compiled, FunctionCache, xla_obstacle
 from gradfit.training.guard import StepGuard, batch_at, batch_checker, fail, kept_after
@@ -230,7 +231,7 @@ class ArrayEpoch:
         )
         self.loop: Compiled = functions.compiled(
             (*key, "loop"),
-            lambda jit: tf.function(
+            lambda jit: function(
                 keeping_state(
                     loops.array_loop(
                         step, pack, size, self.per_call, columns.width, dtype, gather=self.in_loop
@@ -247,7 +248,7 @@ class ArrayEpoch:
             block = self.block
             self.gather = functions.compiled(
                 (*key, "gather"),
-                lambda jit: tf.function(loops.gather_block(size, block), jit_compile=jit),
+                lambda jit: function(loops.gather_block(size, block), jit_compile=jit),
                 "gather of shuffled batches",
                 jit,
             )
@@ -256,7 +257,7 @@ class ArrayEpoch:
             start, rest, shuffled = self.full * size, self.rest, self.shuffled
             self.last = functions.compiled(
                 (*key, "last"),
-                lambda jit: tf.function(
+                lambda jit: function(
                     keeping_state(
                         loops.array_last_step(step, pack, start, rest, shuffled=shuffled),
                         self.state,
@@ -413,7 +414,7 @@ class DatasetEpoch:
         self.check = batch_checker(run.task, functions)
         inner = functions.compiled(
             (*key, "step"),
-            lambda jit: tf.function(guarded, input_signature=[spec], jit_compile=jit),
+            lambda jit: function(guarded, input_signature=[spec], jit_compile=jit),
             "training step",
             jit,
         )
@@ -421,11 +422,11 @@ class DatasetEpoch:
             # Settle jit_compile="auto" before the loop consumes the iterator. XLA needs
             # static shapes to lower a graph, so check a throwaway copy of the step on a
             # small batch shaped like the data.
-            probe = tf.function(guarded, jit_compile=True)
+            probe = function(guarded, jit_compile=True)
             inner.settle(xla_obstacle(probe, data_lib.example_batch(spec)))
         self.loop = functions.get(
             (*key, "loop", inner.jit_compile),
-            lambda: tf.function(
+            lambda: function(
                 loops.dataset_loop(
                     inner.function, columns.width, run.dtype, flag=columns.flag, limit=policy.limit
                 )

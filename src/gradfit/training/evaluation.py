@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from gradfit import data as data_lib
+from gradfit._autograph import function
 from gradfit.training import guard, loops
 from gradfit.training import step as step_lib
 from gradfit.training.compile import FunctionCache
@@ -60,7 +61,7 @@ class Evaluator:
         fn = step_lib.test_step(task, columns, dtype)
         return self.functions.compiled(
             ("eval", spec, task.cache_key()),
-            lambda jit: tf.function(fn, input_signature=[spec], jit_compile=jit),
+            lambda jit: function(fn, input_signature=[spec], jit_compile=jit),
             "evaluation step",
             jit,
         )
@@ -127,7 +128,7 @@ class Evaluator:
         fn = step_lib.test_step(task, columns, dtype)
         step = self.functions.compiled(
             (*key, "step"),
-            lambda jit: tf.function(fn, input_signature=[batch], jit_compile=jit),
+            lambda jit: function(fn, input_signature=[batch], jit_compile=jit),
             "evaluation step",
             jit,
         )
@@ -136,7 +137,7 @@ class Evaluator:
         arrays_spec = tuple(tf.TensorSpec([None, *t.shape[1:]], t.dtype) for t in data.arrays)
         loop = self.functions.get(
             (*key, "loop", step.jit_compile),
-            lambda: tf.function(
+            lambda: function(
                 loops.eval_loop(inner, pack, size, columns.width, dtype),
                 input_signature=[arrays_spec],
             ),
@@ -155,7 +156,9 @@ class Evaluator:
         task, x_spec = self.task, data.x_spec  # the cached closure must not hold `data`
         fn = self.functions.compiled(
             ("predict", x_spec, task.cache_key()),
-            lambda jit: tf.function(task.predict_step, input_signature=[x_spec], jit_compile=jit),
+            lambda jit: function(
+                step_lib.predict_step(task), input_signature=[x_spec], jit_compile=jit
+            ),
             "prediction step",
             jit,
         )

@@ -29,6 +29,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from gradfit._autograph import function
+
 Step = Callable[[Any], tf.Tensor]
 """``step(batch) -> logs``: one training step, returning a ``[k]`` vector."""
 
@@ -52,7 +54,7 @@ def permutation_function(generator: tf.random.Generator, n: int) -> Any:
     def permute() -> tf.Tensor:
         return permutation(generator, n)
 
-    return tf.function(permute)
+    return function(permute)
 
 
 @tf.autograph.experimental.do_not_convert  # plain Python over static values: fast to trace
@@ -249,19 +251,26 @@ def dataset_loop(
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         logs = tf.TensorArray(log_dtype, size=0, dynamic_size=True, element_shape=[num_logs])
         sizes = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[])
-        i = tf.constant(0)
-        exhausted = tf.constant(False)
-        while i < num_steps and run < limit:
+
+        def more(i: tf.Tensor, run: tf.Tensor, exhausted: tf.Tensor, *_: Any) -> tf.Tensor:
+            return tf.logical_and(tf.logical_and(i < num_steps, run < limit), ~exhausted)
+
+        def body(i: tf.Tensor, run: tf.Tensor, exhausted: tf.Tensor, logs: Any, sizes: Any) -> Any:
             element = iterator.get_next_as_optional()
-            if not element.has_value():
-                exhausted = tf.constant(True)
-                break
-            batch = element.get_value()
-            out = step(batch)
-            logs = logs.write(i, out)
-            sizes = sizes.write(i, batch_rows(batch))
-            run = _next_run(out, run, flag)
-            i += 1
+
+            def consume() -> tuple[Any, ...]:
+                batch = element.get_value()
+                out = step(batch)
+                written = (logs.write(i, out), sizes.write(i, batch_rows(batch)))
+                return (i + 1, _next_run(out, run, flag), tf.constant(False), *written)
+
+            def stop() -> tuple[Any, ...]:
+                return i, run, tf.constant(True), logs, sizes
+
+            return tf.cond(element.has_value(), consume, stop)
+
+        start = (tf.constant(0), run, tf.constant(False), logs, sizes)
+        _, run, exhausted, logs, sizes = tf.while_loop(more, body, start)
         return logs.stack(), sizes.stack(), run, exhausted
 
     return loop

@@ -28,6 +28,7 @@ import tensorflow as tf
 from gradfit import _validation as v
 from gradfit import losses as losses_lib
 from gradfit import metrics as metrics_lib
+from gradfit._autograph import traced
 from gradfit.training.objective import takes_sample_weight
 
 RESERVED_LOGS = ("loss", "lr", "grad_norm", "nonfinite_steps", "epoch")
@@ -152,23 +153,24 @@ def _weights(y: Any, weights: Any, dtype: tf.DType) -> tf.Tensor:
 def _plain(metric: Any, y: Any, pred: Any) -> tf.Tensor:
     """An unweighted metric's batch value."""
     if _is_weighted(metric) and not isinstance(metric, metrics_lib.Metric):
-        return tf.reduce_mean(metric.per_example(y, pred))  # a gradfit Loss as a metric
-    return metric(y, pred)
+        return tf.reduce_mean(traced(metric.per_example)(y, pred))  # a gradfit Loss as a metric
+    return traced(metric)(y, pred)
 
 
 def _weighted(metric: Any, y: Any, pred: Any, weights: Any) -> tuple[tf.Tensor, tf.Tensor]:
     """A weighted metric's batch value and its weight in the epoch's value (the weights' sum)."""
     if isinstance(metric, metrics_lib.Metric):
         if weights is None:
-            value = metric(y, pred)
+            value = traced(metric)(y, pred)
             return value, tf.reduce_sum(_weights(y, None, value.dtype))
-        return metric.weighted(y, pred, weights)
+        return traced(metric.weighted)(y, pred, weights)
     if _is_weighted(metric):  # a gradfit Loss as a metric
-        values = metric.per_example(y, pred)
+        values = traced(metric.per_example)(y, pred)
         w = _weights(y, weights, values.dtype)
         total = tf.reduce_sum(w)
         return tf.math.divide_no_nan(tf.reduce_sum(values * w), total), total
-    value = tf.convert_to_tensor(metric(y, pred, sample_weight=_weights(y, weights, tf.float32)))
+    weighing = _weights(y, weights, tf.float32)
+    value = tf.convert_to_tensor(traced(metric)(y, pred, sample_weight=weighing))
     return value, tf.reduce_sum(_weights(y, weights, value.dtype))
 
 

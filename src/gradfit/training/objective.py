@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from gradfit import _validation as v
+from gradfit._autograph import traced
 from gradfit.losses import Loss, check_loss, loss_name
 
 
@@ -40,10 +41,10 @@ def takes_sample_weight(loss: Any) -> bool:
 def weighted_loss(loss: Callable[..., Any], y: Any, pred: Any, weights: Any) -> tf.Tensor:
     """``loss(y, pred)``, examples weighted by ``weights`` (``None``: unweighted)."""
     if weights is None:
-        return loss(y, pred)
+        return traced(loss)(y, pred)
     if isinstance(loss, Loss):
-        return loss.weighted(y, pred, weights)
-    return loss(y, pred, sample_weight=weights)
+        return traced(loss.weighted)(y, pred, weights)
+    return traced(loss)(y, pred, sample_weight=weights)
 
 
 def _is_nested(loss: Any) -> bool:

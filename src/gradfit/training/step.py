@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from gradfit._autograph import function, traced
 from gradfit.training.loops import Step
 
 
@@ -142,7 +143,7 @@ def train_step(task: Any, names: Sequence[str], columns: Columns, dtype: tf.DTyp
     with_norm = "grad_norm" in columns.names and "grad_norm" not in names
 
     def step(batch: Any) -> tf.Tensor:
-        logs = task.train_step(batch)
+        logs = traced(task.train_step)(batch)
         values = _values(logs, names, "train_step")
         outputs = [tf.cast(value, dtype) for value in values]
         gradients = present_gradients(logs)
@@ -179,7 +180,7 @@ def test_step(task: Any, columns: Columns, dtype: tf.DType) -> Step:
     """Returns ``step(batch) -> logs[k]``: ``task.test_step`` as a vector of ``columns``."""
 
     def step(batch: Any) -> tf.Tensor:
-        logs = task.test_step(batch)
+        logs = traced(task.test_step)(batch)
         values = _values(logs, columns.names, "test_step")
         outputs = [tf.cast(value, dtype) for value in values]
         outputs += _weights(logs, columns.weighted, dtype, "test_step")
@@ -188,9 +189,19 @@ def test_step(task: Any, columns: Columns, dtype: tf.DType) -> Step:
     return step
 
 
+def predict_step(task: Any) -> Callable[[Any], Any]:
+    """Returns ``step(x) -> predictions``: ``task.predict_step`` (a user's converted)."""
+
+    def step(batch: Any) -> Any:
+        return traced(task.predict_step)(batch)
+
+    return step
+
+
 def traced_names(fn: Callable[[Any], Any], spec: Any) -> list[str]:
     """The log names ``fn(batch)`` returns, found by tracing it once (nothing runs)."""
-    outputs = tf.function(fn).get_concrete_function(spec).structured_outputs
+    outputs = function(lambda batch: traced(fn)(batch)).get_concrete_function(spec)
+    outputs = outputs.structured_outputs
     if not isinstance(outputs, Mapping):
         raise TypeError(
             "A task's `train_step` and `test_step` must return a dict of scalar logs by name. "

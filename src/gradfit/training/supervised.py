@@ -17,6 +17,7 @@ from typing import Any
 import tensorflow as tf
 
 from gradfit import _validation as v
+from gradfit._autograph import traced
 from gradfit.keras import KerasModel, as_model
 from gradfit.models import Model
 from gradfit.training import metric_logs
@@ -230,7 +231,8 @@ class SupervisedTask(Task):
     def predictions(self, x: Any, *, training: bool) -> Any:
         """The model's outputs, in float32 when the model computes in half precision."""
         model: Any = self.model  # (its __call__ takes `training` when self._training)
-        pred = model(x, training=training) if self._training else model(x)
+        call = traced(model)
+        pred = call(x, training=training) if self._training else call(x)
         if _half(_compute_dtype(self.model)):
             pred = tf.nest.map_structure(
                 lambda p: tf.cast(p, tf.float32) if _half(p.dtype) else p, pred

@@ -37,6 +37,7 @@ from typing import Any, ClassVar, TypeAlias
 import tensorflow as tf
 
 from gradfit import _validation as v
+from gradfit._autograph import traced
 
 Gradient: TypeAlias = "tf.Tensor | tf.IndexedSlices | None"
 Schedule: TypeAlias = Callable[[tf.Tensor], Any]
@@ -225,7 +226,7 @@ class UpdateRule(tf.Module, abc.ABC):
         retraces and the k-th update (from 0) uses ``schedule(k)``.
         """
         if self._schedule is not None:
-            return tf.cast(self._schedule(self.iterations.read_value()), tf.float32)
+            return tf.cast(traced(self._schedule)(self.iterations.read_value()), tf.float32)
         return tf.convert_to_tensor(self._learning_rate)
 
     def _learning_rate_repr(self) -> str:
@@ -385,17 +386,18 @@ def _check_pairs(
 
 
 def _checked_apply(apply: Callable[..., None]) -> Callable[..., None]:
+    @tf.autograph.experimental.do_not_convert  # converts a user's `apply` itself (_autograph)
     @functools.wraps(apply)
     def checked(self: UpdateRule, gradients: Any, variables: Any) -> None:
         if getattr(self, "_in_apply", False):  # a subclass's apply calling super().apply
-            apply(self, gradients, variables)
+            traced(functools.partial(apply, self))(gradients, variables)
             return
         gradients, variables = _check_pairs(self, gradients, variables)
         if any(var not in self._index for var in variables):
             self.build(variables)
         self._in_apply = True
         try:
-            apply(self, gradients, variables)
+            traced(functools.partial(apply, self))(gradients, variables)
         finally:
             self._in_apply = False
         # In a graph, count the update only once its gradients exist: a step whose loss

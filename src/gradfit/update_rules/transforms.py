@@ -35,6 +35,7 @@ from typing import Any
 import tensorflow as tf
 
 from gradfit import _validation as v
+from gradfit._autograph import traced
 from gradfit.update_rules.base import UpdateRule, check_positive, sum_duplicates
 
 GradientList = list[Any]
@@ -193,7 +194,7 @@ class Chain(_Wrapper):
         """Transforms ``gradients`` in order, then lets the inner rule apply them."""
         gradients = list(gradients)
         for transform in self.transforms:
-            out = list(transform(gradients))
+            out = list(traced(transform)(gradients))
             if len(out) != len(gradients):
                 raise ValueError(
                     f"A gradient transform must return one gradient per input gradient; "
