@@ -19,10 +19,18 @@ Workloads (synthetic data of the real shapes):
   mlp       bench_fit.py's MLP 784-256-256-10, 60,000 examples, batch 128,
             3 epochs, SGD 0.1.
 
+``--breakdown`` instead profiles gradfit's default first fit of each
+workload (cProfile, fresh process) and prints where its time goes: tracing
+(of which autograph converting code), the XLA check, the probe of the
+model and loss on zeros, the callbacks' start-up, and the rest (running
+the compiled functions, XLA's compiling included, and Python around them),
+as shares of the profiled fit.
+
 Usage::
 
     python benchmarks/bench_first_fit.py                 # 2 rounds, every workload
     python benchmarks/bench_first_fit.py --rounds 3 --workloads tutorial,digits
+    python benchmarks/bench_first_fit.py --breakdown --workloads tutorial
 """
 
 from __future__ import annotations
@@ -100,6 +108,41 @@ def _eager_tutorial(workload: tuple, x: object, y: object) -> None:
         b.assign_sub(workload[7] * db)
 
 
+# Where a first fit's time goes: (phase, file suffix, function names) of the profiled calls.
+PHASES = (
+    ("tracing", "framework/func_graph.py", ("func_graph_from_py_func",)),
+    ("of which autograph", "autograph/pyct/transpiler.py", ("transform",)),
+    ("XLA check", "gradfit/training/compile.py", ("xla_obstacle",)),
+    ("probe on zeros", "gradfit/training/probe.py", ("check",)),
+    ("callbacks' start-up", "gradfit/callbacks/base.py", ("check_run", "on_train_begin")),
+)
+
+
+def breakdown(name: str) -> None:
+    """Profiles gradfit's default first fit of ``name`` here; prints each phase's share as JSON."""
+    import cProfile
+    import pstats
+
+    import gradfit  # noqa: F401
+
+    workload = WORKLOADS[name]
+    x, y = _data(workload[0], workload[2], workload[3])
+    profile = cProfile.Profile()
+    profile.runcall(_gradfit, workload, x, y, "auto")
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    total = max(ct for (_, _, _), (_, _, _, ct, _) in stats.items())
+    shares = {
+        phase: sum(
+            ct
+            for (file, _, function), (_, _, _, ct, _) in stats.items()
+            if file.endswith(suffix) and function in functions
+        )
+        / total
+        for phase, suffix, functions in PHASES
+    }
+    print(json.dumps({"profiled_seconds": total, **shares}))
+
+
 def child(name: str, contender: str) -> None:
     """Runs one first fit in this (fresh) process and prints its time as JSON."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -121,6 +164,38 @@ def child(name: str, contender: str) -> None:
         jit = {"gradfit": "auto", "gradfit-nojit": False, "gradfit-jit": True}[contender]
         _gradfit(workload, x, y, jit)
     print(json.dumps({"seconds": time.perf_counter() - start}))
+
+
+def _run_breakdown(name: str) -> dict[str, float]:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(
+        [sys.executable, __file__, "--child-breakdown", name],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{name} breakdown failed:\n{done.stderr[-2000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def report_breakdown(names: list[str]) -> str:
+    """A Markdown table of each workload's phase shares (cProfile slows everything alike)."""
+    phases = [phase for phase, _, _ in PHASES]
+    lines = [
+        "Where gradfit's default first fit goes (cProfile, fresh process; shares of the fit).",
+        "",
+        f"| workload | profiled (s) | {' | '.join(phases)} | the rest |",
+        "|---|---:|" + "---:|" * (len(phases) + 1),
+    ]
+    for name in names:
+        found = _run_breakdown(name)
+        counted = sum(found[p] for p in phases if not p.startswith("of which"))
+        cells = " | ".join(f"{found[p]:.0%}" for p in phases)
+        lines.append(f"| {name} | {found['profiled_seconds']:.2f} | {cells} | {1 - counted:.0%} |")
+    return "\n".join(lines)
 
 
 def _run(name: str, contender: str) -> float:
@@ -176,15 +251,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--breakdown", action="store_true", help="profile gradfit's first fit")
     parser.add_argument("--child", nargs=2, metavar=("WORKLOAD", "CONTENDER"))
+    parser.add_argument("--child-breakdown", metavar="WORKLOAD")
     args = parser.parse_args(argv)
     if args.child:
         child(*args.child)
+        return 0
+    if args.child_breakdown:
+        breakdown(args.child_breakdown)
         return 0
     names = [n for n in args.workloads.split(",") if n]
     unknown = sorted(set(names) - set(WORKLOADS))
     if unknown or args.rounds < 1:
         parser.error(f"--workloads must name {sorted(WORKLOADS)}; --rounds >= 1: {unknown}")
+    if args.breakdown:
+        print(report_breakdown(names))
+        return 0
     print(report(measure(names, args.rounds), args.rounds))
     return 0
 

@@ -280,23 +280,34 @@ class PyFunctionModel(gf.Model):
 
 
 def test_auto_jit_falls_back_when_xla_cannot_compile(caplog):
-    trainer = gf.Trainer(PyFunctionModel(), gf.L2(), gf.SGD(0.1))
+    trainer = gf.Trainer(PyFunctionModel(), gf.L2(), gf.SGD(0.01))
     with caplog.at_level(logging.INFO, logger="gradfit"):
-        trainer.fit(X, Y[:, 0], epochs=20, batch_size=16)
+        trainer.fit(X, Y[:, 0], epochs=65, batch_size=1)  # 5,395 steps: XLA would pay
     assert trainer.train_function.jit_compile is False
     assert any("not using XLA" in r.getMessage() for r in caplog.records)
-    assert int(trainer.update_rule.iterations.numpy()) == 120
+    assert int(trainer.update_rule.iterations.numpy()) == 5395
 
 
-def test_auto_jit_uses_xla_when_it_can_and_the_fit_is_long_enough():
-    trainer = gf.Trainer(gf.LinearModel(), gf.L2())
-    trainer.fit(X, Y, batch_size=16, epochs=20)  # 120 steps
+def test_auto_jit_uses_xla_for_a_long_run_of_small_steps():
+    trainer = gf.Trainer(gf.LinearModel(), gf.L2(), gf.SGD(0.01))
+    trainer.fit(X, Y, batch_size=1, epochs=120)  # 9,960 steps of ~100 small ops
     assert trainer.jit_compile == "auto"
     assert trainer.train_function.jit_compile is True
-    # A short fit does not pay for compilation: no XLA, and the cached XLA loop is kept.
-    trainer.fit(X, Y, batch_size=16, epochs=2)
+    # The compiled loop is kept for later fits of the same shapes, short ones too.
+    trainer.fit(X, Y, batch_size=1, epochs=1)
+    assert trainer.train_function.jit_compile is True
+
+
+@pytest.mark.parametrize(
+    ("model", "batch_size", "epochs"),
+    [(gf.LinearModel, 1, 12), (gf.LinearModel, 16, 120), (lambda: gf.MLP((64, 64)), 16, 120)],
+    ids=["short", "few-steps", "mlp"],
+)
+def test_auto_jit_skips_xla_where_compiling_would_not_pay(model, batch_size, epochs):
+    # 996 steps; 720 steps; 720 steps of an MLP (compiling each matmul costs more).
+    trainer = gf.Trainer(model(), gf.L2(), gf.SGD(0.01))
+    trainer.fit(X, Y, batch_size=batch_size, epochs=epochs)
     assert trainer.train_function.jit_compile is False
-    assert gf.training.compile.AUTO_JIT_MIN_STEPS == 100
 
 
 @pytest.mark.parametrize(

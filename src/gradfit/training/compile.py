@@ -1,7 +1,9 @@
 """Compiling: ``jit_compile`` resolved per function, and a bounded cache of compiled functions.
 
 :class:`Compiled` wraps a ``tf.function`` whose ``jit_compile="auto"`` is
-settled on its first call by looking at its graph (:func:`xla_obstacle`).
+settled on its first call from its graph: XLA where a cost model
+(:class:`StepCost`) says compiling pays for itself over the run and XLA can
+compile the graph faithfully (:func:`xla_obstacle`).
 :class:`FunctionCache` keeps a trainer's compiled functions across fits,
 for one task structure at a time and a bounded number of data shapes, so
 that replacing the task (or one of its parts) frees what the old one held.
@@ -9,28 +11,106 @@ that replacing the task (or one of its parts) frees what the old one held.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
+import numpy as np
+
 logger = logging.getLogger("gradfit")
 
-AUTO_JIT_MIN_STEPS = 100
-"""With ``jit_compile="auto"``, fits of fewer steps than this skip XLA.
 
-XLA compilation costs about 0.05-0.1 s per function on a CPU (measured on
-the 2-core development machine: the tutorial's step traces in 34 ms without
-XLA and 99 ms with it); a fit of a few dozen steps cannot win that back, and
-the tutorial itself (10 steps) would take 3x longer.
-"""
+@dataclasses.dataclass(frozen=True)
+class Jit:
+    """A function's ``jit_compile`` mode, and for ``"auto"`` what its calls will cost.
+
+    Only ``mode`` takes part in equality and hashing: functions cached
+    under a ``Jit`` are shared by fits of any length (``"auto"`` decides
+    once, on a function's first call).
+
+    Args:
+        mode: ``True``, ``False`` or ``"auto"``.
+        steps: How many times the function will be called in this run (a
+            loop's steps); ``None`` when unknown (a dataset of unknown
+            length): ``"auto"`` then stays without XLA.
+        flops: The floating-point operations of one step (estimated: see
+            :func:`step_flops`).
+    """
+
+    mode: bool | str
+    steps: int | None = dataclasses.field(default=None, compare=False)
+    flops: float = dataclasses.field(default=0.0, compare=False)
+
+    def runs(self, steps: int | None) -> Jit:
+        """The same mode and flops for a function called ``steps`` times."""
+        return dataclasses.replace(self, steps=steps)
 
 
-def jit_for(jit_compile: bool | str, steps: int | None) -> bool | str:
-    """The jit mode for a run of ``steps`` steps: ``"auto"`` skips XLA for short runs."""
-    if jit_compile == "auto" and steps is not None and steps < AUTO_JIT_MIN_STEPS:
-        return False
-    return jit_compile
+def step_flops(variables: Any, batch_size: int | None, *, training: bool) -> float:
+    """A dense network's FLOPs per step: 2 per parameter and example forward, 4 more backward."""
+    parameters = sum(int(np.prod(var.shape)) for var in variables)
+    return (6.0 if training else 2.0) * parameters * (batch_size or 1)
+
+
+def jit_for(
+    jit_compile: bool | str, data: Any, variables: Any, *, epochs: int = 1, training: bool = True
+) -> Jit:
+    """The mode of ``epochs`` passes over ``data`` (its ``steps``, ``None`` if unknown).
+
+    Args:
+        jit_compile: The trainer's ``jit_compile``.
+        data: The prepared data (``steps``, and ``batch_size`` for in-memory data).
+        variables: The task's trainable variables (for :func:`step_flops`).
+        epochs: Passes over the data.
+        training: Whether the steps train (else they evaluate or predict).
+    """
+    steps = None if data is None or data.steps is None else data.steps * epochs
+    size = getattr(data, "batch_size", None)
+    return Jit(jit_compile, steps, step_flops(variables, size, training=training))
+
+
+# jit_compile="auto"'s cost model, measured on the 2-core development CPU (TF 2.21; see
+# benchmarks/RESULTS.md, "Choosing XLA"). XLA pays back its compile time by removing the
+# executor's per-op overhead from every step; on a CPU its arithmetic is no faster (a
+# digits MLP's step took 684 us without XLA and 693 us with it; the 784-256-256-10 MLP's
+# was slower with it), so only long runs of steps made of small ops gain.
+SECONDS_SAVED_PER_OP = 0.75e-6  # linear regression's 108-op loop: 86 us a step, 4.5 with XLA
+SECONDS_LOST_PER_FLOP = 5e-12  # XLA's CPU kernels ~10% slower at ~20 GFLOP/s of matmuls
+COMPILE_SECONDS_PER_OP = 2.5e-3  # linear regression's loop compiled in 0.3 s
+COMPILE_SECONDS_PER_DOT = 0.25  # beyond 3 matmuls (the MLPs' loops compiled in 2-5 s)
+XLA_MARGIN = 1.5  # XLA only where the model says it gains half its compile time again
+
+_DOTS = frozenset({"MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3"})
+
+
+@dataclasses.dataclass(frozen=True)
+class StepCost:
+    """A compiled function's graph, counted for ``"auto"``'s estimate.
+
+    Args:
+        ops: Its ops, with those of the functions it calls (loop bodies...).
+        dots: Its matrix products and convolutions.
+    """
+
+    ops: int
+    dots: int
+
+    @classmethod
+    def of(cls, graph: Any) -> StepCost:
+        """The counts of a ``FuncGraph``."""
+        graph_def = graph.as_graph_def()
+        nodes = [*graph_def.node, *(n for f in graph_def.library.function for n in f.node_def)]
+        return cls(len(nodes), sum(1 for n in nodes if n.op in _DOTS or "Conv" in n.op))
+
+    def xla_gain(self, jit: Jit) -> float:
+        """Seconds XLA is estimated to save over ``jit``'s run, net of compiling (with margin)."""
+        if not jit.steps:
+            return float("-inf")
+        per_step = self.ops * SECONDS_SAVED_PER_OP - jit.flops * SECONDS_LOST_PER_FLOP
+        products = max(self.dots - 3, 0) * COMPILE_SECONDS_PER_DOT
+        return jit.steps * per_step - XLA_MARGIN * (self.ops * COMPILE_SECONDS_PER_OP + products)
 
 
 # Ops XLA compiles away rather than runs: a graph holding them changes meaning under XLA.
@@ -67,22 +147,27 @@ def xla_obstacle(function: Any, *args: Any) -> str | None:
 class Compiled:
     """A ``tf.function`` built by ``make(jit)``, with ``jit_compile="auto"`` resolved lazily.
 
-    With ``"auto"`` the first call (or :meth:`resolve`) checks, without
-    running anything, whether XLA can compile the graph faithfully (see
-    :func:`xla_obstacle`); if not, the function is rebuilt without XLA and a
-    note is logged.
+    With ``"auto"`` the function starts without XLA; its first call (or
+    :meth:`resolve`) traces it, estimates from its graph and the run's
+    length whether compiling it with XLA would pay for itself
+    (:meth:`StepCost.xla_gain`), and if so checks, without running
+    anything, that XLA compiles the graph faithfully (:func:`xla_obstacle`;
+    if not, a note is logged and XLA stays off). The estimate depends only
+    on the graph and the run, never on a clock, so the same script always
+    takes the same path and gives the same numbers.
 
     Args:
         make: Builds the ``tf.function`` for a given ``jit_compile`` flag.
-        jit_compile: ``True``, ``False`` or ``"auto"``.
+        jit: The mode (and, for ``"auto"``, the run's length and FLOPs).
         name: What the function does, for the log note.
     """
 
-    def __init__(self, make: Callable[[bool], Any], jit_compile: bool | str, name: str) -> None:
+    def __init__(self, make: Callable[[bool], Any], jit: Jit, name: str) -> None:
         self._make = make
         self._name = name
-        self._pending_auto = jit_compile == "auto"
-        self.jit_compile = jit_compile is True or jit_compile == "auto"
+        self._jit = jit
+        self._pending_auto = jit.mode == "auto"
+        self.jit_compile = jit.mode is True
         self.function = make(self.jit_compile)
 
     @property
@@ -90,20 +175,30 @@ class Compiled:
         """Whether ``jit_compile="auto"`` is still to be settled."""
         return self._pending_auto
 
-    def resolve(self, *args: Any) -> None:
-        """Settles ``"auto"`` by checking the function on ``args`` (no-op otherwise)."""
-        if self._pending_auto:
-            self.settle(xla_obstacle(self.function, *args))
+    def resolve(self, *args: Any, xla_check: Callable[[Any], str | None] | None = None) -> None:
+        """Settles ``"auto"`` for calls on ``args`` (no-op otherwise).
 
-    def settle(self, reason: str | None) -> None:
-        """Settles ``"auto"``: XLA stays on when ``reason`` is ``None``, else it goes off."""
+        Args:
+            *args: Arguments of a call (none for a function with an input signature).
+            xla_check: ``xla_check(xla_function)`` gives why XLA cannot compile
+                it faithfully, or ``None``; by default :func:`xla_obstacle` on
+                ``args``.
+        """
         if not self._pending_auto:
             return
         self._pending_auto = False
+        cost = StepCost.of(self.function.get_concrete_function(*args).graph)
+        gain = cost.xla_gain(self._jit)
+        if gain <= 0:
+            logger.debug("jit_compile='auto': no XLA for the %s (%s)", self._name, cost)
+            return
+        candidate = self._make(True)
+        check = xla_check or (lambda function: xla_obstacle(function, *args))
+        reason = check(candidate)
         if reason is not None:
             logger.info("jit_compile='auto': not using XLA for the %s: %s", self._name, reason)
-            self.jit_compile = False
-            self.function = self._make(False)
+            return
+        self.function, self.jit_compile = candidate, True
 
     def __call__(self, *args: Any) -> Any:
         """Calls the function (settling ``"auto"`` first)."""
@@ -192,8 +287,6 @@ class FunctionCache:
             self._functions.move_to_end(key)
         return fn
 
-    def compiled(
-        self, key: Hashable, make: Callable[[bool], Any], name: str, jit: bool | str
-    ) -> Compiled:
+    def compiled(self, key: Hashable, make: Callable[[bool], Any], name: str, jit: Jit) -> Compiled:
         """A :class:`Compiled` of ``make`` under ``(key, jit)``."""
         return self.get((key, jit), lambda: Compiled(make, jit, name))

@@ -30,7 +30,7 @@ import tensorflow as tf
 from gradfit import data as data_lib
 from gradfit._autograph import function
 from gradfit.training import loops
-from gradfit.training.compile import Compiled, FunctionCache, xla_obstacle
+from gradfit.training.compile import Compiled, FunctionCache, Jit, xla_obstacle
 from gradfit.training.guard import StepGuard, batch_at, batch_checker, fail, kept_after
 from gradfit.training.nonfinite import NonFiniteError, NonFinitePolicy
 from gradfit.training.state import RunState
@@ -184,7 +184,7 @@ class ArrayEpoch:
         *,
         shuffle: bool,
         per_call: int | None,
-        jit: bool | str,
+        jit: Jit,
     ) -> None:
         self.run_info, self.data = run, data
         n, size = data.num_examples, data.batch_size
@@ -220,7 +220,7 @@ class ArrayEpoch:
             tuple(id(var) for var in self.state),
         )
 
-    def _compile(self, step: loops.Step, jit: bool | str) -> None:
+    def _compile(self, step: loops.Step, jit: Jit) -> None:
         """The loop, the block gather, the ragged last step and the permutation."""
         functions, key, data = self.run_info.functions, self._key(), self.data
         columns, dtype, pack, size = (
@@ -243,6 +243,7 @@ class ArrayEpoch:
             "training loop",
             jit,
         )
+        epochs = None if jit.steps is None else max(jit.steps // data.steps, 1)
         self.gather: Compiled | None = None
         if self.shuffled and not self.in_loop:
             block = self.block
@@ -250,7 +251,7 @@ class ArrayEpoch:
                 (*key, "gather"),
                 lambda jit: function(loops.gather_block(size, block), jit_compile=jit),
                 "gather of shuffled batches",
-                jit,
+                jit.runs(None if epochs is None else epochs * -(-self.full // block)),
             )
         self.last: Compiled | None = None
         if self.rest:
@@ -265,7 +266,7 @@ class ArrayEpoch:
                     jit_compile=jit,
                 ),
                 "training step of the last, smaller batch",
-                jit,
+                jit.runs(epochs),
             )
         generator, n = self.run_info.generator, data.num_examples
         self.permute = functions.get(
@@ -392,7 +393,7 @@ class DatasetEpoch:
         step: loops.Step,
         *,
         per_call: int | None,
-        jit: bool | str,
+        jit: Jit,
     ) -> None:
         self.run_info, self.dataset, self.known = run, data.dataset, data.steps
         self.per_call = per_call or self.known or 2**31 - 1
@@ -422,8 +423,10 @@ class DatasetEpoch:
             # Settle jit_compile="auto" before the loop consumes the iterator. XLA needs
             # static shapes to lower a graph, so check a throwaway copy of the step on a
             # small batch shaped like the data.
-            probe = function(guarded, jit_compile=True)
-            inner.settle(xla_obstacle(probe, data_lib.example_batch(spec)))
+            example = data_lib.example_batch(spec)
+            inner.resolve(
+                xla_check=lambda _: xla_obstacle(function(guarded, jit_compile=True), example)
+            )
         self.loop = functions.get(
             (*key, "loop", inner.jit_compile),
             lambda: function(

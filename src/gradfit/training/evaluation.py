@@ -17,7 +17,7 @@ from gradfit import data as data_lib
 from gradfit._autograph import function
 from gradfit.training import guard, loops
 from gradfit.training import step as step_lib
-from gradfit.training.compile import FunctionCache
+from gradfit.training.compile import FunctionCache, Jit
 
 
 class Evaluator:
@@ -46,7 +46,7 @@ class Evaluator:
         """The layout of ``test_step``'s log vector for batches of ``spec``."""
         return step_lib.Columns(self.names(spec), flag=False, kinds=self.task.log_kinds())
 
-    def evaluate(self, data: data_lib.Data, jit: bool | str, name: str = "x") -> dict[str, float]:
+    def evaluate(self, data: data_lib.Data, jit: Jit, name: str = "x") -> dict[str, float]:
         """The epoch values of ``test_step``'s logs over ``data`` (metrics reset first)."""
         columns = self.columns(data.batch_spec)
         self.task.reset_metrics()
@@ -56,7 +56,7 @@ class Evaluator:
             logs, sizes = self._batches(data, columns, jit, name)
         return columns.reduce(logs, sizes)
 
-    def _step(self, spec: Any, columns: step_lib.Columns, jit: bool | str) -> Any:
+    def _step(self, spec: Any, columns: step_lib.Columns, jit: Jit) -> Any:
         task, dtype = self.task, step_lib.log_dtype(self.task)
         fn = step_lib.test_step(task, columns, dtype)
         return self.functions.compiled(
@@ -67,7 +67,7 @@ class Evaluator:
         )
 
     def _batches(
-        self, data: data_lib.Data, columns: step_lib.Columns, jit: bool | str, name: str
+        self, data: data_lib.Data, columns: step_lib.Columns, jit: Jit, name: str
     ) -> tuple[np.ndarray, np.ndarray]:
         fn = self._step(data.batch_spec, columns, jit)
         results: list[Any] = []
@@ -111,7 +111,7 @@ class Evaluator:
         guard.fail(err, source, arg=name, where=f"at batch {index}", check=self._check)
 
     def _arrays(
-        self, data: data_lib.ArrayData, columns: step_lib.Columns, jit: bool | str
+        self, data: data_lib.ArrayData, columns: step_lib.Columns, jit: Jit
     ) -> tuple[np.ndarray, np.ndarray]:
         """One call runs all full batches; a ragged last batch is one more call of the step.
 
@@ -146,12 +146,13 @@ class Evaluator:
         sizes = np.full(full + (1 if rest else 0), size, np.float64)
         if rest:
             sizes[full] = rest
-            last = self._step(spec, columns, jit)
+            calls = None if jit.steps is None else max(jit.steps // data.steps, 1)
+            last = self._step(spec, columns, jit.runs(calls))
             tail = data.pack([t[full * size :] for t in data.arrays])
             logs.append(last(tail).numpy()[None])
         return np.concatenate(logs), sizes
 
-    def predict(self, data: data_lib.Data, jit: bool | str) -> Any:
+    def predict(self, data: data_lib.Data, jit: Jit) -> Any:
         """``predict_step`` on every batch of features, concatenated (leaf by leaf, if nested)."""
         task, x_spec = self.task, data.x_spec  # the cached closure must not hold `data`
         fn = self.functions.compiled(

@@ -179,12 +179,12 @@ class Trainer:
             sample (or class) weights, as Keras's ``weighted_metrics``.
         callbacks: Callbacks used by every ``fit``.
         jit_compile: ``True`` compiles the training loop with XLA, ``False``
-            does not. ``"auto"`` (the default) uses XLA for runs of at least
-            ``gradfit.training.compile.AUTO_JIT_MIN_STEPS`` (100) steps,
-            where compiling pays for itself, unless XLA cannot compile the
-            graph faithfully (an op without an XLA kernel, or
-            ``tf.debugging`` assertions XLA would drop); then it logs a note
-            on the ``gradfit`` logger and runs without XLA.
+            does not. ``"auto"`` (the default) uses XLA where a cost model of
+            the traced graph and the run's length says compiling pays
+            (:class:`gradfit.training.compile.StepCost`; on a CPU, long runs
+            of small ops) and XLA compiles the graph faithfully (else a note
+            on the ``gradfit`` logger). It reads no clock: the same script
+            always takes the same path.
         steps_per_execution: Training steps per call of the compiled loop;
             ``None`` (the default) runs a whole epoch per call, so a Python
             round trip is paid per epoch, not per step (shuffled in-memory
@@ -394,7 +394,8 @@ class Trainer:
         """
         require(self.task, "test_step", "evaluate")
         data = self._inputs().prepare(x, y, batch_size, ("x", "y"), sample_weight=sample_weight)
-        jit = compile_lib.jit_for(self.jit_compile, data.steps)
+        variables = self.task.trainable_variables
+        jit = compile_lib.jit_for(self.jit_compile, data, variables, training=False)
         return Evaluator(self.task, self.functions).evaluate(data, jit)
 
     def predict(self, x: Any, *, batch_size: int | None = None) -> Any:
@@ -410,7 +411,8 @@ class Trainer:
         """
         require(self.task, "predict_step", "predict")
         data = self._inputs().prepare(x, None, batch_size, ("x", "y"), with_targets=False)
-        jit = compile_lib.jit_for(self.jit_compile, data.steps)
+        variables = self.task.trainable_variables
+        jit = compile_lib.jit_for(self.jit_compile, data, variables, training=False)
         return Evaluator(self.task, self.functions).predict(data, jit)
 
     def save(self, path: str | os.PathLike[str]) -> str:
@@ -484,7 +486,7 @@ class Trainer:
         step = step_lib.train_step(self.task, names, columns, dtype)
         per_call = 1 if every_step else self.steps_per_execution
         jit = compile_lib.jit_for(
-            self.jit_compile, None if train.steps is None else epochs * train.steps
+            self.jit_compile, train, self.task.trainable_variables, epochs=epochs
         )
         if isinstance(train, data_lib.ArrayData):
             runner: ArrayEpoch | DatasetEpoch = ArrayEpoch(
@@ -514,7 +516,7 @@ class Trainer:
             epoch_logs = resume.logs
             state.steps_done = resume.steps_done
         val_jit = compile_lib.jit_for(
-            self.jit_compile, None if val is None or val.steps is None else val.steps * epochs
+            self.jit_compile, val, self.task.trainable_variables, epochs=epochs, training=False
         )
         for epoch in range(first_epoch, epochs):
             state.epoch = epoch
@@ -544,7 +546,7 @@ class Trainer:
         sizes: np.ndarray,
         columns: step_lib.Columns,
         val: data_lib.Data | None,
-        val_jit: bool | str,
+        val_jit: compile_lib.Jit,
     ) -> Logs:
         epoch_logs = self.nonfinite.epoch_logs(logs, sizes, columns)
         if val is not None:
