@@ -8,8 +8,9 @@ training run. Run it from the repository root::
     python docs/figures/make_figures.py convergence  # just one (tutorial, convergence, gan)
     python docs/figures/make_figures.py --quick --out-dir /tmp/figs  # small runs, for the tests
 
-``--quick`` draws every figure from far fewer steps (the tests check that
-the script still runs; the committed figures come from full runs).
+``--quick`` draws every figure from far fewer steps (and the convergence
+figure from two rules): the tests check that the script still runs; the
+committed figures come from full runs.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ def convergence(out_dir: Path, *, quick: bool = False) -> list[Path]:
 
     Args:
         out_dir: Where the PNG goes.
-        quick: Two epochs on 128 examples instead of 40 on 1024.
+        quick: Two epochs on 128 examples instead of 40 on 1024, and only two of
+            the rules (SGD and Keras's Adam).
 
     Returns:
         The path written.
@@ -107,7 +109,10 @@ def convergence(out_dir: Path, *, quick: bool = False) -> list[Path]:
     x, y = convergence_data(128 if quick else 1024)
     epochs = 2 if quick else 40
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for label, make_rule in RULES.items():
+    rules = list(RULES.items())
+    if quick:
+        rules = [rules[0], rules[-1]]
+    for label, make_rule in rules:
         # The same initial values for every rule: the same seed.
         trainer = gf.Trainer(gf.MLP((32, 32), activation="tanh", seed=0), gf.L2(), make_rule())
         history = trainer.fit(x, y, epochs=epochs, batch_size=32, seed=0)
