@@ -31,6 +31,7 @@ from gradfit.training.evaluation import Evaluator
 from gradfit.training.inputs import Inputs, require
 from gradfit.training.nonfinite import NonFinitePolicy
 from gradfit.training.objective import check_losses
+from gradfit.training.replicated import Replicas
 from gradfit.training.state import RunState
 from gradfit.training.supervised import SupervisedTask, check_update_rule
 from gradfit.training.task import Task
@@ -145,6 +146,17 @@ def _start(
         _reseed(trainer.generator, seed)
 
 
+def _under_strategy(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` of the Trainer run under its strategy's scope (:class:`Replicas`)."""
+
+    @functools.wraps(method)
+    def run(trainer: Trainer, *args: Any, **kwargs: Any) -> Any:
+        with trainer.replicas.scope(trainer.task):
+            return method(trainer, *args, **kwargs)
+
+    return run
+
+
 def _part(name: str, check: Callable[[Any], Any]) -> Any:
     """A property for a part of a supervised task, checked by ``check`` when assigned."""
 
@@ -207,6 +219,11 @@ class Trainer:
             skips in a row. ``"ignore"`` keeps every step unchecked.
         max_consecutive_nonfinite: With ``"skip"``, how many non-finite steps
             in a row make ``fit`` raise.
+        strategy: A ``tf.distribute.MirroredStrategy`` or
+            ``MultiWorkerMirroredStrategy``: every replica trains on its share
+            of each global batch, with the result of one device on the same
+            batch (see README "Scale out"). ``None``: one device, or the
+            strategy whose scope the trainer is made in.
 
     Attributes:
         task: The task trained.
@@ -234,10 +251,12 @@ class Trainer:
         steps_per_execution: int | None = None,
         on_nonfinite: str = "raise",
         max_consecutive_nonfinite: int = 10,
+        strategy: tf.distribute.Strategy | None = None,
     ) -> None:
+        self.replicas = Replicas(strategy)
         self.task = _make_task(task_or_model, loss, update_rule, metrics, weighted_metrics)
         self.callbacks = check_callbacks("callbacks", callbacks)
-        self.jit_compile = _check_jit_compile(jit_compile)
+        self.jit_compile = self.replicas.jit(_check_jit_compile(jit_compile))
         self.steps_per_execution = v.optional_positive_int(
             "steps_per_execution", steps_per_execution
         )
@@ -295,6 +314,7 @@ class Trainer:
 
     # -- public API ------------------------------------------------------
 
+    @_under_strategy
     def fit(
         self,
         x: Any,
@@ -373,6 +393,7 @@ class Trainer:
                 backup.release()
         return history
 
+    @_under_strategy
     def evaluate(
         self,
         x: Any,
@@ -397,6 +418,7 @@ class Trainer:
         jit = compile_lib.jit_for(self.jit_compile, data.steps)
         return Evaluator(self.task, self.functions).evaluate(data, jit)
 
+    @_under_strategy
     def predict(self, x: Any, *, batch_size: int | None = None) -> Any:
         """Returns the task's predictions for ``x`` as a NumPy array.
 
@@ -480,6 +502,7 @@ class Trainer:
             self.state,
             StepSaves(backups, self.state),
             every_step=every_step,
+            loops=self.replicas.loops(columns),
         )
         step = step_lib.train_step(self.task, names, columns, dtype)
         per_call = 1 if every_step else self.steps_per_execution

@@ -1,0 +1,147 @@
+"""Replicas: what a Trainer needs of a ``tf.distribute`` strategy, in one object.
+
+``Trainer(..., strategy=s)`` keeps a :class:`Replicas` of ``s``: it checks
+the strategy and ``jit_compile`` (XLA does not compile across replicas),
+runs every public entry point under the strategy's scope, checks that the
+task's state was created there -- moving an update rule's own scalars
+(``iterations``, the learning rate), which rules create when constructed,
+and refusing a model built outside -- and gives the epoch runners their
+loops (:mod:`gradfit.training.replica_loops`). Without a strategy (or
+with TensorFlow's default one) it changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import tensorflow as tf
+
+from gradfit import _validation as v
+from gradfit.training.replica_loops import LocalLoops, ReplicaLoops
+from gradfit.training.step import Columns
+from gradfit.update_rules import UpdateRule
+
+SUPPORTED = (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
+"""The strategies gradfit trains on (besides TensorFlow's default one)."""
+
+
+def _check_strategy(strategy: Any) -> tf.distribute.Strategy | None:
+    """``strategy`` (``None``: the one whose scope is entered, if any), else an error."""
+    if strategy is None:
+        strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
+    if strategy is None:
+        return None
+    if not isinstance(strategy, tf.distribute.Strategy):
+        raise TypeError(
+            "`strategy` must be a tf.distribute.Strategy such as "
+            f"tf.distribute.MirroredStrategy(), or None. {v.received('strategy', strategy)}"
+        )
+    if not isinstance(strategy, SUPPORTED):
+        raise ValueError(
+            "`strategy` must be a MirroredStrategy or a MultiWorkerMirroredStrategy; gradfit "
+            f"does not support {type(strategy).__name__} yet. "
+            f"{v.received('strategy', strategy)}"
+        )
+    return strategy
+
+
+class Replicas:
+    """A trainer's strategy: scope, checks and loops (see the module docstring).
+
+    Args:
+        strategy: A ``MirroredStrategy``, a ``MultiWorkerMirroredStrategy``,
+            or ``None`` (one device; inside a strategy's scope, that strategy).
+    """
+
+    def __init__(self, strategy: Any) -> None:
+        self.strategy = _check_strategy(strategy)
+        self._adopted: Any = None
+
+    @property
+    def distributed(self) -> bool:
+        """Whether steps run through a strategy's replicas."""
+        return self.strategy is not None
+
+    @property
+    def count(self) -> int:
+        """The replicas in sync (1 without a strategy)."""
+        return 1 if self.strategy is None else int(self.strategy.num_replicas_in_sync)
+
+    def jit(self, jit_compile: bool | str) -> bool | str:
+        """``jit_compile`` for these replicas: no XLA under a strategy, ``True`` refused."""
+        if self.strategy is None:
+            return jit_compile
+        if jit_compile is True:
+            raise ValueError(
+                "`jit_compile` must be False or 'auto' with a `strategy`: XLA does not compile "
+                f"across replicas ({self.count} here). Received: jit_compile=True"
+            )
+        return False
+
+    @contextlib.contextmanager
+    def scope(self, task: Any) -> Iterator[None]:
+        """The strategy's scope, the task's state checked (and rules' scalars moved) first."""
+        if self.strategy is None:
+            yield
+            return
+        with self.strategy.scope():
+            self._adopt(task)
+            yield
+
+    def loops(self, columns: Columns) -> LocalLoops | ReplicaLoops:
+        """The loops an epoch runner uses, for step logs of ``columns``."""
+        if self.strategy is None:
+            return LocalLoops()
+        if "grad_norm" in columns.names:
+            raise ValueError(
+                "`callbacks` ask for the gradients' global norm (`grad_norm`), which gradfit "
+                "does not compute under a `strategy` yet; remove that callback or its "
+                "gradient norm option."
+            )
+        return ReplicaLoops(self.strategy, columns)
+
+    def _adopt(self, task: Any) -> None:
+        """Moves rules' scalars into the scope; a ``ValueError`` for other outside state."""
+        key = (task.cache_key(), len(task.state_variables()))
+        if key == self._adopted:
+            return
+        outside = {id(var): var for var in task.state_variables() if not self._inside(var)}
+        movable = _rule_variables(task)
+        stuck = [var for key_, var in outside.items() if key_ not in movable]
+        if stuck:
+            raise ValueError(
+                "The task holds variables created outside `strategy.scope()`, which the "
+                "replicas cannot share: create the model (and any Keras optimizer or metric) "
+                "inside `with strategy.scope():`, or leave a gradfit model unbuilt (the "
+                "Trainer builds it there). Received variables: "
+                f"{[var.name for var in stuck[:5]]}"
+            )
+        for key_ in outside:
+            rule, name = movable[key_]
+            old = getattr(rule, name)
+            setattr(rule, name, _copy(old))
+        self._adopted = (task.cache_key(), len(task.state_variables()))
+
+    def _inside(self, var: tf.Variable) -> bool:
+        assert self.strategy is not None  # (only called under a strategy)
+        return bool(self.strategy.extended.variable_created_in_scope(var))
+
+
+def _rule_variables(task: Any) -> dict[int, tuple[UpdateRule, str]]:
+    """The variables update rules hold as attributes (made when a rule is constructed)."""
+    found: dict[int, tuple[UpdateRule, str]] = {}
+    for module in (task, *task.submodules):
+        if isinstance(module, UpdateRule):
+            for name, value in vars(module).items():
+                if isinstance(value, tf.Variable):
+                    found[id(value)] = (module, name)
+    return found
+
+
+def _copy(var: tf.Variable) -> tf.Variable:
+    """A new variable (in the current scope) with ``var``'s value, dtype and name."""
+    return tf.Variable(
+        var.read_value(), trainable=var.trainable, name=var.name.split(":")[0], dtype=var.dtype
+    )
