@@ -15,6 +15,7 @@ from gradfit import _validation as v
 from gradfit import data as data_lib
 from gradfit.training import step as step_lib
 from gradfit.training.compile import FunctionCache
+from gradfit.training.replica_loops import in_replicas
 from gradfit.training.task import Task
 
 
@@ -128,6 +129,6 @@ class Inputs:
         return check_log_names(
             self.functions.get(
                 ("train-names", spec, self.task.cache_key()),
-                lambda: step_lib.traced_names(self.task.train_step, spec),
+                lambda: step_lib.traced_names(in_replicas(self.task.train_step), spec),
             )
         )

@@ -52,6 +52,21 @@ class LocalLoops:
         return step
 
 
+def in_replicas(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``fn`` run by the strategy in scope on every replica (``fn`` itself without one).
+
+    A step that updates mirrored variables can only be traced in a replica context.
+    """
+    if not tf.distribute.has_strategy():
+        return fn
+    strategy = tf.distribute.get_strategy()
+
+    def replicated(batch: Any) -> Any:
+        return strategy.run(fn, args=(batch,))
+
+    return replicated
+
+
 @tf.autograph.experimental.do_not_convert  # plain Python over static values: fast to trace
 def _factors(columns: Columns, out: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
     """What each visible log is weighted by across replicas: examples, or its own weight."""
@@ -230,26 +245,31 @@ class ReplicaLoops:
 def _dataset_loop(
     step: loops.Step, num_logs: int, log_dtype: tf.DType, *, flag: int | None, limit: int
 ) -> Callable[..., Any]:
-    """:func:`gradfit.training.loops.dataset_loop` for a step whose last value is its examples."""
+    """:func:`gradfit.training.loops.dataset_loop` for a dataset of known length.
+
+    ``step`` (:meth:`ReplicaLoops.dataset_step`'s) gives the logs, then the
+    element's examples. Every iteration takes an element and runs
+    ``strategy.run``: under a ``tf.cond`` (which ``get_next_as_optional``
+    needs) ``MirroredStrategy``'s replica functions do not run, so the
+    runner asks for no more steps than the epoch has left.
+    """
 
     def loop(
         iterator: Any, num_steps: tf.Tensor, run: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        def body(i: tf.Tensor, run: tf.Tensor, logs: Any, sizes: Any) -> tuple[Any, ...]:
+            out = step(iterator.get_next())
+            run = run if flag is None else tf.where(out[flag] > 0, run + 1, tf.zeros_like(run))
+            logs = logs.write(i, out[:num_logs])
+            return i + 1, run, logs, sizes.write(i, tf.cast(out[num_logs], tf.int32))
+
         logs = tf.TensorArray(log_dtype, size=0, dynamic_size=True, element_shape=[num_logs])
         sizes = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[])
-        i = tf.constant(0)
-        exhausted = tf.constant(False)
-        while i < num_steps and run < limit:
-            element = iterator.get_next_as_optional()
-            if not element.has_value():
-                exhausted = tf.constant(True)
-                break
-            out = step(element.get_value())
-            logs = logs.write(i, out[:num_logs])
-            sizes = sizes.write(i, tf.cast(out[num_logs], tf.int32))
-            if flag is not None:
-                run = tf.where(out[flag] > 0, run + 1, tf.zeros_like(run))
-            i += 1
-        return logs.stack(), sizes.stack(), run, exhausted
+        _, run, logs, sizes = tf.while_loop(
+            lambda i, run, *_: tf.logical_and(i < num_steps, run < limit),
+            body,
+            (tf.constant(0), run, logs, sizes),
+        )
+        return logs.stack(), sizes.stack(), run, tf.constant(False)
 
     return loop

@@ -90,16 +90,29 @@ class Replicas:
             self._adopt(task)
             yield
 
-    def loops(self, columns: Columns) -> LocalLoops | ReplicaLoops:
-        """The loops an epoch runner uses, for step logs of ``columns``."""
+    def check(self, columns: Columns, train: Any) -> None:
+        """A ``ValueError`` for a fit these replicas cannot run, before anything changes."""
         if self.strategy is None:
-            return LocalLoops()
+            return
         if "grad_norm" in columns.names:
             raise ValueError(
                 "`callbacks` ask for the gradients' global norm (`grad_norm`), which gradfit "
                 "does not compute under a `strategy` yet; remove that callback or its "
                 "gradient norm option."
             )
+        if train.steps is None:
+            raise ValueError(
+                "`x` must be a tf.data.Dataset of known length under a `strategy` (its "
+                "replicas step together, so each call runs a known number of steps); "
+                "batch a finite dataset, or give its length with "
+                "`dataset.apply(tf.data.experimental.assert_cardinality(n))`. "
+                f"Received: x={getattr(train, 'dataset', train)}"
+            )
+
+    def loops(self, columns: Columns) -> LocalLoops | ReplicaLoops:
+        """The loops an epoch runner uses, for step logs of ``columns``."""
+        if self.strategy is None:
+            return LocalLoops()
         return ReplicaLoops(self.strategy, columns)
 
     def _adopt(self, task: Any) -> None:
@@ -112,11 +125,11 @@ class Replicas:
         stuck = [var for key_, var in outside.items() if key_ not in movable]
         if stuck:
             raise ValueError(
-                "The task holds variables created outside `strategy.scope()`, which the "
-                "replicas cannot share: create the model (and any Keras optimizer or metric) "
-                "inside `with strategy.scope():`, or leave a gradfit model unbuilt (the "
-                "Trainer builds it there). Received variables: "
-                f"{[var.name for var in stuck[:5]]}"
+                "`task_or_model` holds variables created outside `strategy.scope()`, which "
+                "the replicas cannot share: create the model (and any Keras optimizer or "
+                "metric) inside `with strategy.scope():`, or leave a gradfit model unbuilt "
+                "(the Trainer builds it there). Received: variables "
+                f"{sorted({var.name for var in stuck})[:6]}"
             )
         for key_ in outside:
             rule, name = movable[key_]

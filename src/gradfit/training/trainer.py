@@ -380,6 +380,7 @@ class Trainer:
         names = inputs.train_names(train)
         callback_list, history = self._callbacks(extra)
         columns = _columns(self.task, names, callback_list, flag=self.nonfinite.checks)
+        self.replicas.check(columns, train)
         self._set_params(callback_list, epochs, train, val, columns)
         previous, self.state = self.state, _run_state(columns, train)
         backups = _bind_backups(callback_list, history)
