@@ -85,6 +85,7 @@ def compare(build: Callable[[Any], gf.Trainer], fit: Callable[[gf.Trainer], Any]
     if isinstance(one, gf.History):
         result["logs"] = log_difference(one.history, two.history)
         result["loss"] = next(iter(one.history.values()))[-1]
+        result["last"] = {name: logs[-1] for name, logs in two.history.items()}
     return result
 
 
@@ -218,6 +219,21 @@ def custom_task() -> dict[str, Any]:
     return compare(lambda s: gf.Trainer(TwoRules(), strategy=s), fit_regression())
 
 
+class GlobalBatch(TwoRules):
+    """Also logs the global batch size its step sees (gf.distribute.global_batch_size)."""
+
+    def train_step(self, batch: Any) -> dict[str, tf.Tensor]:
+        logs = super().train_step(batch)
+        total = gf.distribute.global_batch_size()
+        rows = tf.cast(tf.shape(batch[0])[0], tf.float32)
+        return {**logs, "examples": rows if total is None else total}
+
+
+@case("training")
+def global_batch_size() -> dict[str, Any]:
+    return compare(lambda s: gf.Trainer(GlobalBatch(), strategy=s), fit_regression())
+
+
 @case("training")
 def dataset_input() -> dict[str, Any]:
     # A tf.data input of global batches of 16, the last of 6.
@@ -262,7 +278,7 @@ def keras_model() -> dict[str, Any]:
         keras.utils.set_random_seed(4)
         layers = [keras.Input((3,)), keras.layers.Dense(8, "tanh"), keras.layers.Dense(1)]
         model = keras.Sequential(layers)
-        return gf.Trainer(model, gf.L2(), gf.SGD(0.05), strategy=strategy)
+        return gf.Trainer(model, gf.L2(), gf.SGD(0.05), metrics=["mae"], strategy=strategy)
 
     return compare(build, fit_regression())
 
@@ -304,6 +320,14 @@ def nonfinite_skip() -> dict[str, Any]:
     build = supervised(lambda: gf.SGD(0.05, momentum=0.9), on_nonfinite="skip")
     result = compare(build, lambda t: t.fit(x, y, epochs=2, batch_size=16, shuffle=False))
     return result
+
+
+@case("api")
+def nonfinite_skip_dataset() -> dict[str, Any]:
+    x, y = with_overflow()
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    build = supervised(lambda: gf.Adam(0.01), on_nonfinite="skip")
+    return compare(build, lambda t: t.fit(dataset, epochs=2))
 
 
 @case("api")
@@ -422,6 +446,8 @@ def refusals() -> dict[str, Any]:
     outside = keras.optimizers.Adam(0.01)
     unknown = tf.data.Dataset.from_tensor_slices((x, y)).batch(16).filter(lambda a, b: True)
     rule = gf.Adam(0.01)
+    with STRATEGY.scope():
+        metric = keras.metrics.MeanAbsoluteError(name="kmae")
     cases = {
         "keras_model_outside": lambda: gf.Trainer(
             keras_model, gf.L2(), rule, strategy=STRATEGY
@@ -436,6 +462,9 @@ def refusals() -> dict[str, Any]:
         ),
         "not_a_strategy": lambda: gf.Trainer(gf.MLP((8,)), gf.L2(), strategy="mirrored"),
         "unknown_length": lambda: gf.Trainer(gf.MLP((8,)), gf.L2(), strategy=STRATEGY).fit(unknown),
+        "keras_metric": lambda: gf.Trainer(
+            gf.MLP((8,)), gf.L2(), metrics=[metric], strategy=STRATEGY
+        ).fit(x, y),
         "grad_norm": lambda: gf.Trainer(
             gf.MLP((8,)), gf.L2(), strategy=STRATEGY, callbacks=[WantsNorm()]
         ).fit(x, y),

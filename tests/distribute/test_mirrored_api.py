@@ -31,6 +31,12 @@ def test_evaluate_predict_and_validation(api: dict[str, Any]) -> None:
 
 def test_nonfinite_steps_are_skipped_on_every_replica(api: dict[str, Any]) -> None:
     check_equal(api["nonfinite_skip"])
+    assert api["nonfinite_skip"]["last"]["nonfinite_steps"] == 1
+
+
+def test_nonfinite_dataset_steps_are_skipped_on_every_replica(api: dict[str, Any]) -> None:
+    check_equal(api["nonfinite_skip_dataset"])
+    assert api["nonfinite_skip_dataset"]["last"]["nonfinite_steps"] == 1
 
 
 def test_nonfinite_steps_raise_with_the_step(api: dict[str, Any]) -> None:
@@ -68,6 +74,7 @@ REFUSALS = {
     "not_a_strategy": ("TypeError", ["`strategy`", "strategy='mirrored'"]),
     "unknown_length": ("ValueError", ["`x`", "assert_cardinality"]),
     "grad_norm": ("ValueError", ["`callbacks`", "grad_norm"]),
+    "keras_metric": ("ValueError", ["`metrics`", "kmae"]),
 }
 
 

@@ -100,6 +100,12 @@ class Replicas:
                 "does not compute under a `strategy` yet; remove that callback or its "
                 "gradient norm option."
             )
+        if columns.running:
+            raise ValueError(
+                "`metrics` holds stateful (Keras) metrics, whose running values gradfit does "
+                "not reduce across replicas yet; use gradfit's metrics (gf.metrics), whose "
+                f"epoch values are exact under a `strategy`. Received: logs {columns.running}"
+            )
         if train.steps is None:
             raise ValueError(
                 "`x` must be a tf.data.Dataset of known length under a `strategy` (its "
