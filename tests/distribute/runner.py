@@ -42,3 +42,40 @@ def run_json(script: str, *args: str, timeout: float) -> dict[str, Any]:
     lines = out.strip().splitlines()
     assert child.returncode == 0 and lines, f"{script} {args} failed:\n{err[-4000:]}"
     return json.loads(lines[-1])
+
+
+class Job:
+    """The processes of a multi-worker job on loopback, each ``script args`` (``{worker}``-able).
+
+    Use as a context manager: every process still running at its exit is killed.
+    """
+
+    def __init__(self, script: str, *args: str, workers: int = 2) -> None:
+        from gradfit.distribute.cluster import local_tf_configs
+
+        self.processes = [
+            subprocess.Popen(
+                [sys.executable, str(HERE / script), *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=environment(TF_CONFIG=config),
+            )
+            for config in local_tf_configs(workers)
+        ]
+
+    def __enter__(self) -> Job:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+
+    def wait(self, timeout: float) -> list[tuple[int, str, str]]:
+        """Every process's ``(returncode, stdout, stderr)``, waiting at most ``timeout`` s each."""
+        outputs = [p.communicate(timeout=timeout) for p in self.processes]
+        return [
+            (p.returncode, out, err) for p, (out, err) in zip(self.processes, outputs, strict=True)
+        ]

@@ -19,6 +19,7 @@ from typing import Any
 import tensorflow as tf
 
 from gradfit import _validation as v
+from gradfit.distribute import cluster
 from gradfit.training.replica_loops import LocalLoops, ReplicaLoops
 from gradfit.training.step import Columns
 from gradfit.update_rules import UpdateRule
@@ -69,6 +70,44 @@ class Replicas:
         """The replicas in sync (1 without a strategy)."""
         return 1 if self.strategy is None else int(self.strategy.num_replicas_in_sync)
 
+    @property
+    def multi_worker(self) -> bool:
+        """Whether the strategy spans several processes."""
+        return isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the run's files (on several workers: the chief only)."""
+        return not self.multi_worker or cluster.is_chief(self.strategy)
+
+    def agree(self, generator: tf.random.Generator) -> None:
+        """Sets ``generator`` to the chief's state on every worker (a collective; a no-op alone)."""
+        if not self.multi_worker:
+            return
+        assert self.strategy is not None
+        state = generator.state
+
+        @tf.function
+        def chief_state() -> tf.Tensor:
+            context = tf.distribute.get_replica_context()
+            value = state.read_value()
+            mine = tf.where(context.replica_id_in_sync_group == 0, value, tf.zeros_like(value))
+            return context.all_reduce(tf.distribute.ReduceOp.SUM, mine)
+
+        agreed = self.strategy.run(chief_state)
+        state.assign(self.strategy.experimental_local_results(agreed)[0], read_value=False)
+
+    @contextlib.contextmanager
+    def reporting(self) -> Iterator[None]:
+        """Turns a lost worker's collective failure into a :class:`WorkerLostError`."""
+        try:
+            yield
+        except tf.errors.OpError as err:
+            lost = cluster.lost_worker(err, self.strategy) if self.multi_worker else None
+            if lost is None:
+                raise
+            raise lost from err
+
     def jit(self, jit_compile: bool | str) -> bool | str:
         """``jit_compile`` for these replicas: no XLA under a strategy, ``True`` refused."""
         if self.strategy is None:
@@ -82,7 +121,14 @@ class Replicas:
 
     @contextlib.contextmanager
     def scope(self, task: Any) -> Iterator[None]:
-        """The strategy's scope, the task's state checked (and rules' scalars moved) first."""
+        """The strategy's scope, where ``task``'s variables are made (no-op without one).
+
+        Its state made outside the scope is moved in first (an update rule's
+        own scalars) or refused (a ``ValueError`` naming the variables, before
+        any change). Only the task's variables belong there: one made in a
+        multi-worker scope is a collective (its initial value is broadcast),
+        which the chief's own files must not be.
+        """
         if self.strategy is None:
             yield
             return

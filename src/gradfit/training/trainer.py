@@ -104,9 +104,14 @@ def _bind_backups(callbacks: CallbackList, history: History) -> list[BackupAndRe
     return backups
 
 
-def _run_state(columns: step_lib.Columns, train: data_lib.Data) -> RunState:
-    """A fresh run's state: where a fit of these logs and data stands before its first step."""
+def _run_state(columns: step_lib.Columns, train: data_lib.Data, replicas: Replicas) -> RunState:
+    """A fresh run's state: where a fit of these logs and data stands before its first step.
+
+    A fit the replicas cannot run is refused first (:meth:`Replicas.check`).
+    """
+    replicas.check(columns, train)
     return RunState(
+        writes_files=replicas.writes,
         step_log_width=columns.width,
         step_batch_size=train.batch_size if isinstance(train, data_lib.ArrayData) else None,
         steps_per_epoch=train.steps,
@@ -136,7 +141,7 @@ def _start(
     """
     try:
         callbacks.check_run()
-        trainer.task.build(example)
+        _build(trainer, example)
         for backup in backups:
             backup.check_layout()  # the rule's state, now that it exists
     except BaseException:
@@ -144,17 +149,13 @@ def _start(
         raise
     if seed is not None:
         _reseed(trainer.generator, seed)
+    trainer.replicas.agree(trainer.generator)  # (a multi-worker job shuffles as its chief)
 
 
-def _under_strategy(method: Callable[..., Any]) -> Callable[..., Any]:
-    """``method`` of the Trainer run under its strategy's scope (:class:`Replicas`)."""
-
-    @functools.wraps(method)
-    def run(trainer: Trainer, *args: Any, **kwargs: Any) -> Any:
-        with trainer.replicas.scope(trainer.task):
-            return method(trainer, *args, **kwargs)
-
-    return run
+def _build(trainer: Trainer, example: Any) -> None:
+    """Builds the task for ``example`` (under the trainer's strategy's scope, if any)."""
+    with trainer.replicas.scope(trainer.task):
+        trainer.task.build(example)
 
 
 def _part(name: str, check: Callable[[Any], Any]) -> Any:
@@ -219,11 +220,8 @@ class Trainer:
             skips in a row. ``"ignore"`` keeps every step unchecked.
         max_consecutive_nonfinite: With ``"skip"``, how many non-finite steps
             in a row make ``fit`` raise.
-        strategy: A ``tf.distribute.MirroredStrategy`` or
-            ``MultiWorkerMirroredStrategy``: every replica trains on its share
-            of each global batch, with the result of one device on the same
-            batch (see README "Scale out"). ``None``: one device, or the
-            strategy whose scope the trainer is made in.
+        strategy: A ``tf.distribute.MirroredStrategy`` or ``MultiWorkerMirroredStrategy``
+            (README "Scale out"); ``None``: one device, or the strategy of the scope it is made in.
 
     Attributes:
         task: The task trained.
@@ -306,7 +304,7 @@ class Trainer:
     def _inputs(self) -> Inputs:
         """Every public entry point starts here: functions of a replaced task part go first."""
         self.functions.owner(self.task.cache_key())
-        return Inputs(self.task, self.functions)
+        return Inputs(self.task, self.functions, scope=self.replicas.scope)
 
     def checkpoint_items(self) -> dict[str, tf.Module]:
         """What checkpoints and backups of this trainer hold: the task's items and the generator."""
@@ -314,7 +312,6 @@ class Trainer:
 
     # -- public API ------------------------------------------------------
 
-    @_under_strategy
     def fit(
         self,
         x: Any,
@@ -376,25 +373,24 @@ class Trainer:
         val = inputs.validation(validation_data, batch_size)
         example = _example(self.functions, train.batch_spec)
         if self.task.log_names() is None:  # its logs are found by tracing: built first
-            self.task.build(example)  # (so its own build runs before the callbacks' checks)
+            _build(self, example)  # (so its own build runs before the callbacks' checks)
         names = inputs.train_names(train)
         callback_list, history = self._callbacks(extra)
         columns = _columns(self.task, names, callback_list, flag=self.nonfinite.checks)
-        self.replicas.check(columns, train)
         self._set_params(callback_list, epochs, train, val, columns)
-        previous, self.state = self.state, _run_state(columns, train)
+        previous, self.state = self.state, _run_state(columns, train, self.replicas)
         backups = _bind_backups(callback_list, history)
         try:
             _start(self, previous, callback_list, backups, example, seed)
             runner = self._runner(train, names, columns, callback_list, backups, shuffle, epochs)
             self.history = history
-            self._run_epochs(runner, callback_list, backups, epochs, val, columns)
+            with self.replicas.reporting():  # (a lost worker of a multi-worker job, named)
+                self._run_epochs(runner, callback_list, backups, epochs, val, columns)
         finally:
             for backup in backups:
                 backup.release()
         return history
 
-    @_under_strategy
     def evaluate(
         self,
         x: Any,
@@ -419,7 +415,6 @@ class Trainer:
         jit = compile_lib.jit_for(self.jit_compile, data.steps)
         return Evaluator(self.task, self.functions).evaluate(data, jit)
 
-    @_under_strategy
     def predict(self, x: Any, *, batch_size: int | None = None) -> Any:
         """Returns the task's predictions for ``x`` as a NumPy array.
 
