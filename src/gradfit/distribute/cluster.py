@@ -160,7 +160,7 @@ def lost_worker(error: BaseException, strategy: Any) -> WorkerLostError | None:
     mine = role(strategy)
     others = [(job, int(task)) for job, task in _TASK.findall(text) if (job, int(task)) != mine]
     worker = f"{others[0][0]} {others[0][1]}" if others else None
-    summary = next((line.strip() for line in text.splitlines() if line.strip()), "")[:300]
+    summary = _telling_line(text)
     return WorkerLostError(
         f"{worker or 'Another worker'} of the multi-worker job was lost (it died, hung or "
         f"lost its network), so this worker ({mine[0]} {mine[1]}) stopped. The chief's last "
@@ -168,3 +168,12 @@ def lost_worker(error: BaseException, strategy: Any) -> WorkerLostError | None:
         f"{summary}",
         worker,
     )
+
+
+def _telling_line(text: str) -> str:
+    """The line of a collective's error that says what happened (not "Graph execution error")."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        if re.search(r"aborted|heartbeat|[Uu]navailable|[Ss]ocket|[Cc]onnection", line):
+            return line[:300]
+    return (lines[0] if lines else type(text).__name__)[:300]
