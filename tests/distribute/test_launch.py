@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from gradfit.distribute import launch
-from tests.distribute.runner import environment
 
 ECHO = """
 import json, os
@@ -81,17 +78,3 @@ def test_bad_arguments_are_refused_naming_them(
         launch.main(argv)
     assert exit_info.value.code == 2
     assert named in capsys.readouterr().err
-
-
-def test_it_runs_as_a_module(tmp_path: Path) -> None:
-    echo = script(tmp_path, "echo.py", ECHO)
-    done = subprocess.run(
-        [sys.executable, "-m", "gradfit.distribute.launch", "--workers", "2", echo],
-        env=environment(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert lines_of(done.stdout, 1)[0].startswith("index 1 of 127.0.0.1:")
-    assert lines_of(done.stdout, 0)[1] == "args []"
