@@ -10,7 +10,7 @@ happened::
     history = gf.Trainer(gf.LinearModel(), gf.L2(), gf.SGD(0.1)).fit(x, y, epochs=10)
 """
 
-from gradfit import callbacks, metrics, saving, schedules, training
+from gradfit import callbacks, distribute, metrics, saving, schedules, training
 from gradfit.callbacks import (
     Callback,
     EarlyStopping,
@@ -85,6 +85,7 @@ __all__ = [
     "chain",
     "clip_by_global_norm",
     "clip_by_value",
+    "distribute",
     "metrics",
     "saving",
     "schedules",

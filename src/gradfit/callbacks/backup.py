@@ -194,7 +194,8 @@ class BackupAndRestore(Callback):
             raise RuntimeError("BackupAndRestore is not attached to a trainer.")
         self._store, self._latest, self._pending = None, None, None
         _paths.check_directory("directory", self.directory, self.directory, extra=80)
-        self._lock.acquire()
+        if self._writes():  # (a multi-worker job's other workers only read the chief's)
+            self._lock.acquire()
         try:
             store = engine.BackupStore(self.directory, trainer.checkpoint_items())
             latest = store.latest()
@@ -208,6 +209,10 @@ class BackupAndRestore(Callback):
             self._lock.release()
             raise
         self._store, self._latest = store, latest
+
+    def _writes(self) -> bool:
+        """Whether this process writes backups: not a multi-worker job's non-chief workers."""
+        return self.trainer is None or self._run_state().writes_files
 
     def check_layout(self) -> None:
         """Checks the backup against the built task's every variable (the Trainer calls it)."""
@@ -318,7 +323,7 @@ class BackupAndRestore(Callback):
         )
 
     def _write(self, epoch: int, steps_done: int, extra: dict[str, Any]) -> None:
-        if self.trainer is None or self._store is None:
+        if self.trainer is None or self._store is None or not self._writes():
             return
         history, run = self._history, self._run_state()
         self._store.write(
@@ -383,6 +388,8 @@ class BackupAndRestore(Callback):
     def on_train_end(self, logs: Logs | None = None) -> None:
         """The run finished: removes the backup and lets the directory go."""
         self._store, self._latest = None, None
+        if not self._writes():
+            return
         engine.remove(self.directory)
         self.release()
         with contextlib.suppress(OSError):

@@ -44,6 +44,12 @@ class Callback:
     (``tf.linalg.global_norm``), logged per step and as the epoch's mean.
     """
 
+    writes_files: bool = False
+    """``True`` in a callback that writes files or prints: on a multi-worker job's
+    workers other than the chief (``trainer.state.writes_files`` false) none
+    of its hooks is called.
+    """
+
     def __init__(self) -> None:
         self.trainer: Trainer | None = None
         self.params: dict[str, Any] = {}
@@ -137,6 +143,14 @@ class CallbackList(Callback):
         self.callbacks = check_callbacks("callbacks", list(callbacks))
 
     @property
+    def _called(self) -> list[Callback]:
+        """The callbacks whose hooks run: not those that write files where this process must not."""
+        state = getattr(self.trainer, "state", None)
+        if state is None or state.writes_files:
+            return self.callbacks
+        return [cb for cb in self.callbacks if not cb.writes_files]
+
+    @property
     def wants_batch_logs(self) -> bool:
         """Whether any callback overrides a batch hook (otherwise steps need no host sync)."""
         return any(
@@ -159,40 +173,40 @@ class CallbackList(Callback):
 
     def check_run(self) -> None:
         """Calls ``check_run`` on every callback."""
-        for cb in self.callbacks:
+        for cb in self._called:
             cb.check_run()
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
         """Calls ``on_train_begin`` on every callback."""
-        for cb in self.callbacks:
+        for cb in self._called:
             cb.on_train_begin(logs)
 
     def on_train_end(self, logs: Logs | None = None) -> None:
         """Calls ``on_train_end`` on every callback."""
-        for cb in self.callbacks:
+        for cb in self._called:
             cb.on_train_end(logs)
 
     def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
         """Calls ``on_epoch_begin`` on every callback."""
-        for cb in self.callbacks:
+        for cb in self._called:
             cb.on_epoch_begin(epoch, logs)
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         """Calls ``on_epoch_end`` on every callback."""
-        for cb in self.callbacks:
+        for cb in self._called:
             cb.on_epoch_end(epoch, logs)
 
     def on_epoch_resume(self, epoch: int, step: int, logs: Logs | None = None) -> None:
         """Calls ``on_epoch_resume`` on every callback."""
-        for cb in self.callbacks:
+        for cb in self._called:
             cb.on_epoch_resume(epoch, step, logs)
 
     def on_train_batch_begin(self, batch: int, logs: Logs | None = None) -> None:
         """Calls ``on_train_batch_begin`` on every callback."""
-        for cb in self.callbacks:
+        for cb in self._called:
             cb.on_train_batch_begin(batch, logs)
 
     def on_train_batch_end(self, batch: int, logs: Logs | None = None) -> None:
         """Calls ``on_train_batch_end`` on every callback."""
-        for cb in self.callbacks:
+        for cb in self._called:
             cb.on_train_batch_end(batch, logs)

@@ -46,6 +46,8 @@ class CSVLogger(Callback):
         trainer.fit(x, y, epochs=10, callbacks=[gf.callbacks.CSVLogger("training.csv")])
     """
 
+    writes_files = True  # (only the chief of a multi-worker job writes)
+
     def __init__(
         self, path: str | os.PathLike[str], append: bool = False, separator: str = ","
     ) -> None:

@@ -105,6 +105,8 @@ class ModelCheckpoint(MonitorCallback):
         gf.saving.restore_model(trainer.model, checkpoint.best_path)
     """
 
+    writes_files = True  # (only the chief of a multi-worker job writes)
+
     def __init__(
         self,
         path: str | os.PathLike[str],

@@ -63,6 +63,8 @@ class ProgressBar(Callback):
         trainer.fit(x, y, epochs=10, callbacks=[gf.callbacks.ProgressBar(verbose=2)])
     """
 
+    writes_files = True  # (only the chief of a multi-worker job writes)
+
     def __init__(self, verbose: int | str = "auto") -> None:
         super().__init__()
         if isinstance(verbose, str):

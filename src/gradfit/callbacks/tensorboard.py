@@ -58,6 +58,8 @@ class TensorBoard(Callback):
         trainer.fit(x, y, epochs=10, callbacks=[gf.callbacks.TensorBoard("logs/run1")])
     """
 
+    writes_files = True  # (only the chief of a multi-worker job writes)
+
     def __init__(self, log_dir: str | os.PathLike[str]) -> None:
         super().__init__()
         self.log_dir = v.path("log_dir", log_dir)

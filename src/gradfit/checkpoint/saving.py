@@ -29,6 +29,7 @@ with ``checkpoint_items()``, ``task`` and ``model``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -156,11 +157,17 @@ def trainer_checkpoint(trainer: Any) -> tf.train.Checkpoint:
     return tf.train.Checkpoint(**trainer.checkpoint_items())
 
 
+def _scope(trainer: Any) -> Any:
+    """The scope ``trainer``'s task variables are made in (its strategy's), if any."""
+    replicas = getattr(trainer, "replicas", None)
+    return contextlib.nullcontext() if replicas is None else replicas.scope(trainer.task)
+
+
 def save_trainer(trainer: Any, path: str | os.PathLike[str], *, update_latest: bool = False) -> str:
     """Saves the trainer's model, update-rule state and shuffling state to ``path``.
 
     The write is atomic (see :func:`write_checkpoint`). ``History`` and
-    callbacks are not saved.
+    callbacks are not saved. On a multi-worker job only the chief writes.
 
     Args:
         trainer: A :class:`gradfit.Trainer`.
@@ -181,6 +188,9 @@ def save_trainer(trainer: Any, path: str | os.PathLike[str], *, update_latest: b
     trainer = _check_trainer(trainer)
     prefix = v.path("path", path)
     update_latest = v.boolean("update_latest", update_latest)
+    replicas = getattr(trainer, "replicas", None)
+    if replicas is not None and not replicas.writes:
+        return os.fspath(prefix)  # a multi-worker job's other workers: only the chief writes
     checkpoint = trainer_checkpoint(trainer)
     rule = _rule(trainer)
     setattr(checkpoint, _META, _Metadata(trainer.model, rule_built=getattr(rule, "built", None)))
@@ -241,12 +251,13 @@ def restore_trainer(trainer: Any, path: str | os.PathLike[str]) -> None:
             "generator), only a model's variables, as ModelCheckpoint(save_weights_only=True) "
             f"writes: use gradfit.saving.restore_model. {v.received('path', path)}"
         )
-    _build_model(trainer.model, reader, path)
-    rule = _rule(trainer)
-    if rule is not None and _meta(reader, "rule_built") and not rule.built:
-        variables = list(trainer.model.trainable_variables)
-        if variables:
-            rule.build(variables)  # as fit builds it: the model's trainable variables, in order
+    with _scope(trainer):  # (a trainer's strategy's: where its task's variables are made)
+        _build_model(trainer.model, reader, path)
+        rule = _rule(trainer)
+        if rule is not None and _meta(reader, "rule_built") and not rule.built:
+            variables = list(trainer.model.trainable_variables)
+            if variables:
+                rule.build(variables)  # as fit builds it: the model's trainable variables
     checkpoint = trainer_checkpoint(trainer)
     check_layout(saved, expected_layout(checkpoint, keep), "trainer", path)
     read_into(checkpoint, prefix, path)

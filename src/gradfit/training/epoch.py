@@ -33,6 +33,7 @@ from gradfit.training import loops
 from gradfit.training.compile import Compiled, FunctionCache, Jit, xla_obstacle
 from gradfit.training.guard import StepGuard, batch_at, batch_checker, fail, kept_after
 from gradfit.training.nonfinite import NonFiniteError, NonFinitePolicy
+from gradfit.training.replica_loops import LocalLoops, ReplicaLoops
 from gradfit.training.state import RunState
 from gradfit.training.step import Columns, keeping_state
 
@@ -106,6 +107,8 @@ class Run:
         state: The run's state.
         saves: The mid-epoch backups.
         every_step: Whether a callback requires one step per call.
+        loops: The loops to run (:mod:`~gradfit.training.replica_loops`: over a
+            strategy's replicas, or on one device, the default).
     """
 
     def __init__(
@@ -120,8 +123,10 @@ class Run:
         saves: StepSaves,
         *,
         every_step: bool,
+        loops: LocalLoops | ReplicaLoops | None = None,
     ) -> None:
         self.task, self.functions, self.generator = task, functions, generator
+        self.loops = loops or LocalLoops()
         self.columns, self.dtype, self.policy = columns, dtype, policy
         self.state, self.saves, self.every_step = state, saves, every_step
         self.replay = False  # whether batch hooks want the step logs: see `begin_epoch`
@@ -195,13 +200,15 @@ class ArrayEpoch:
         )
         # Small shuffled batches are copied into the epoch's order a block at a time, big
         # ones gathered inside the loop (see loops.GATHER_IN_LOOP_BYTES).
-        self.in_loop = self.shuffled and size * row_bytes >= loops.GATHER_IN_LOOP_BYTES
+        big = size * row_bytes >= loops.GATHER_IN_LOOP_BYTES
+        self.in_loop = self.shuffled and (big or not run.loops.blocks)
         blocked = self.shuffled and not self.in_loop
         self.block = loops.block_steps(size, row_bytes, self.full) if blocked else self.full
         self.per_call = min(per_call or self.block, self.block)
         self.sizes = np.full(self.full + (1 if self.rest else 0), size, np.float64)
         self.sizes[self.full :] = self.rest
         self.state = run.state_variables()
+        self.arrays = run.loops.place(data.arrays)  # (on every replica, under a strategy)
         self._compile(step, jit)
 
     def _key(self) -> tuple[Any, ...]:
@@ -218,6 +225,7 @@ class ArrayEpoch:
             self.block,
             self.run_info.task.cache_key(),
             tuple(id(var) for var in self.state),
+            type(self.run_info.loops).__name__,
         )
 
     def _compile(self, step: loops.Step, jit: Jit) -> None:
@@ -229,11 +237,12 @@ class ArrayEpoch:
             data.pack,
             data.batch_size,
         )
+        kit = self.run_info.loops
         self.loop: Compiled = functions.compiled(
             (*key, "loop"),
             lambda jit: function(
                 keeping_state(
-                    loops.array_loop(
+                    kit.array_loop(
                         step, pack, size, self.per_call, columns.width, dtype, gather=self.in_loop
                     ),
                     self.state,
@@ -260,7 +269,7 @@ class ArrayEpoch:
                 (*key, "last"),
                 lambda jit: function(
                     keeping_state(
-                        loops.array_last_step(step, pack, start, rest, shuffled=shuffled),
+                        kit.array_last_step(step, pack, start, rest, shuffled=shuffled),
                         self.state,
                     ),
                     jit_compile=jit,
@@ -293,7 +302,7 @@ class ArrayEpoch:
         order = self._call("permute", self.permute) if self.shuffled else no_order
         rows_order = order if self.in_loop else no_order  # what the loop gathers rows by
         chunks: list[np.ndarray] = [] if prior is None else [prior[0]]
-        pos, loaded, arrays = start, None, self.data.arrays
+        pos, loaded, arrays = start, None, self.arrays
         stopped = False
         while pos < self.full:
             # A chunk: at most per_call steps, inside one block, ending at any step save.
@@ -365,7 +374,7 @@ class ArrayEpoch:
         info, flag = self.run_info, self.run_info.columns.flag
         if info.every_step:
             callbacks.on_train_batch_begin(self.full)
-        row_t, saved = self._call("last", self.last, self.data.arrays, order)
+        row_t, saved = self._call("last", self.last, self.arrays, order)
         row = row_t.numpy()
         info.record(callbacks, chunks, self.full, row[None])
         if flag is not None and row[flag] > 0:
@@ -408,14 +417,17 @@ class DatasetEpoch:
             policy.limit,
             run.task.cache_key(),
             tuple(id(var) for var in state),
+            type(run.loops).__name__,
         )
         functions = run.functions
         self.guard = functions.get((*key, "guard"), lambda: StepGuard(state))
-        guarded = self.guard.wrap(step, columns.flag)
+        guarded = self.guard.wrap(run.loops.dataset_step(step), columns.flag)
         self.check = batch_checker(run.task, functions)
         inner = functions.compiled(
             (*key, "step"),
-            lambda jit: function(guarded, input_signature=[spec], jit_compile=jit),
+            lambda jit: function(
+                guarded, input_signature=run.loops.signature(spec), jit_compile=jit
+            ),
             "training step",
             jit,
         )
@@ -430,7 +442,7 @@ class DatasetEpoch:
         self.loop = functions.get(
             (*key, "loop", inner.jit_compile),
             lambda: function(
-                loops.dataset_loop(
+                run.loops.dataset_loop(
                     inner.function, columns.width, run.dtype, flag=columns.flag, limit=policy.limit
                 )
             ),
@@ -442,7 +454,7 @@ class DatasetEpoch:
         info.begin_epoch(callbacks)
         # A resumed epoch skips the batches it had done (same order for a dataset that
         # does not reshuffle itself; see BackupAndRestore).
-        iterator = iter(self.dataset.skip(start) if start else self.dataset)
+        iterator = iter(info.loops.distribute(self.dataset.skip(start) if start else self.dataset))
         chunks: list[np.ndarray] = [] if prior is None else [prior[0]]
         sizes: list[np.ndarray] = [] if prior is None else [prior[1]]
         done, counted = start, self.guard.steps_done()
@@ -450,6 +462,7 @@ class DatasetEpoch:
             if info.every_step:  # (for a dataset of unknown length, also before its end)
                 callbacks.on_train_batch_begin(done)
             count = info.saves.chunk_end(done, done + self.per_call) - done
+            count = count if known is None else min(count, known - done)  # (see replica_loops)
             logs, batch_sizes, run_t, exhausted = self._call(iterator, count, epoch, done, counted)
             rows = logs.numpy()
             counted += len(rows)

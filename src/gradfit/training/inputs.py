@@ -7,6 +7,9 @@ probes); a task's log names are found here too.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import tensorflow as tf
@@ -15,6 +18,7 @@ from gradfit import _validation as v
 from gradfit import data as data_lib
 from gradfit.training import step as step_lib
 from gradfit.training.compile import FunctionCache
+from gradfit.training.replica_loops import in_replicas
 from gradfit.training.task import Task
 
 
@@ -38,17 +42,30 @@ def check_log_names(names: list[str]) -> list[str]:
     return names
 
 
+def _no_scope(task: Task) -> AbstractContextManager[Any]:
+    return contextlib.nullcontext()
+
+
 class Inputs:
     """Prepares data for one task (and its compiled-function cache).
 
     Args:
         task: The task the data is for.
         functions: The trainer's compiled-function cache.
+        scope: ``scope(task)``: where the task's variables are made (a strategy's scope).
     """
 
-    def __init__(self, task: Task, functions: FunctionCache) -> None:
+    def __init__(
+        self,
+        task: Task,
+        functions: FunctionCache,
+        scope: Callable[[Task], AbstractContextManager[Any]] = lambda task: (
+            contextlib.nullcontext()
+        ),
+    ) -> None:
         self.task = task
         self.functions = functions
+        self.scope = _no_scope if scope is None else scope
 
     def prepare(
         self,
@@ -79,7 +96,8 @@ class Inputs:
             class_weight=class_weight,
             weight_name=weight_name,
         )
-        self.task.check_data(prepared, names)
+        with self.scope(self.task):  # (a check may build the task)
+            self.task.check_data(prepared, names)
         return prepared
 
     def validation(self, validation_data: Any, batch_size: Any) -> data_lib.Data | None:
@@ -125,9 +143,9 @@ class Inputs:
         if known is not None:
             return list(known)
         spec = train.batch_spec
-        return check_log_names(
-            self.functions.get(
+        with self.scope(self.task):  # (traced on the replicas, if any)
+            names = self.functions.get(
                 ("train-names", spec, self.task.cache_key()),
-                lambda: step_lib.traced_names(self.task.train_step, spec),
+                lambda: step_lib.traced_names(in_replicas(self.task.train_step), spec),
             )
-        )
+        return check_log_names(names)

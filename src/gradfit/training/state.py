@@ -27,6 +27,10 @@ class RunState:
         step_batch_size: Examples per full batch of in-memory data (``None``
             for datasets).
         steps_per_epoch: Batches per epoch, when known.
+        writes_files: Whether this process writes the run's files: ``False`` on
+            the workers of a multi-worker job other than the chief, where
+            callbacks that write files (or print) are not called and backups
+            are only read.
     """
 
     epoch: int = 0
@@ -37,3 +41,4 @@ class RunState:
     step_log_width: int = 0
     step_batch_size: int | None = None
     steps_per_epoch: int | None = None
+    writes_files: bool = True

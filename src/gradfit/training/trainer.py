@@ -31,6 +31,7 @@ from gradfit.training.evaluation import Evaluator
 from gradfit.training.inputs import Inputs, require
 from gradfit.training.nonfinite import NonFinitePolicy
 from gradfit.training.objective import check_losses
+from gradfit.training.replicated import Replicas
 from gradfit.training.state import RunState
 from gradfit.training.supervised import SupervisedTask, check_update_rule
 from gradfit.training.task import Task
@@ -103,9 +104,14 @@ def _bind_backups(callbacks: CallbackList, history: History) -> list[BackupAndRe
     return backups
 
 
-def _run_state(columns: step_lib.Columns, train: data_lib.Data) -> RunState:
-    """A fresh run's state: where a fit of these logs and data stands before its first step."""
+def _run_state(columns: step_lib.Columns, train: data_lib.Data, replicas: Replicas) -> RunState:
+    """A fresh run's state: where a fit of these logs and data stands before its first step.
+
+    A fit the replicas cannot run is refused first (:meth:`Replicas.check`).
+    """
+    replicas.check(columns, train)
     return RunState(
+        writes_files=replicas.writes,
         step_log_width=columns.width,
         step_batch_size=train.batch_size if isinstance(train, data_lib.ArrayData) else None,
         steps_per_epoch=train.steps,
@@ -135,7 +141,7 @@ def _start(
     """
     try:
         callbacks.check_run()
-        trainer.task.build(example)
+        _build(trainer, example)
         for backup in backups:
             backup.check_layout()  # the rule's state, now that it exists
     except BaseException:
@@ -143,6 +149,13 @@ def _start(
         raise
     if seed is not None:
         _reseed(trainer.generator, seed)
+    trainer.replicas.agree(trainer.generator)  # (a multi-worker job shuffles as its chief)
+
+
+def _build(trainer: Trainer, example: Any) -> None:
+    """Builds the task for ``example`` (under the trainer's strategy's scope, if any)."""
+    with trainer.replicas.scope(trainer.task):
+        trainer.task.build(example)
 
 
 def _part(name: str, check: Callable[[Any], Any]) -> Any:
@@ -179,12 +192,9 @@ class Trainer:
             sample (or class) weights, as Keras's ``weighted_metrics``.
         callbacks: Callbacks used by every ``fit``.
         jit_compile: ``True`` compiles the training loop with XLA, ``False``
-            does not. ``"auto"`` (the default) uses XLA where a cost model of
-            the traced graph and the run's length says compiling pays
-            (:class:`gradfit.training.compile.StepCost`; on a CPU, long runs
-            of small ops) and XLA compiles the graph faithfully (else a note
-            on the ``gradfit`` logger). It reads no clock: the same script
-            always takes the same path.
+            does not. ``"auto"`` (the default): XLA where a cost model of the
+            traced graph and the run's length says compiling pays and XLA
+            compiles it faithfully (:class:`gradfit.training.compile.StepCost`).
         steps_per_execution: Training steps per call of the compiled loop;
             ``None`` (the default) runs a whole epoch per call, so a Python
             round trip is paid per epoch, not per step (shuffled in-memory
@@ -207,6 +217,7 @@ class Trainer:
             skips in a row. ``"ignore"`` keeps every step unchecked.
         max_consecutive_nonfinite: With ``"skip"``, how many non-finite steps
             in a row make ``fit`` raise.
+        strategy: ``MirroredStrategy``/``MultiWorkerMirroredStrategy``; ``None``: the scope's.
 
     Attributes:
         task: The task trained.
@@ -234,10 +245,12 @@ class Trainer:
         steps_per_execution: int | None = None,
         on_nonfinite: str = "raise",
         max_consecutive_nonfinite: int = 10,
+        strategy: tf.distribute.Strategy | None = None,
     ) -> None:
+        self.replicas = Replicas(strategy)
         self.task = _make_task(task_or_model, loss, update_rule, metrics, weighted_metrics)
         self.callbacks = check_callbacks("callbacks", callbacks)
-        self.jit_compile = _check_jit_compile(jit_compile)
+        self.jit_compile = self.replicas.jit(_check_jit_compile(jit_compile))
         self.steps_per_execution = v.optional_positive_int(
             "steps_per_execution", steps_per_execution
         )
@@ -287,7 +300,7 @@ class Trainer:
     def _inputs(self) -> Inputs:
         """Every public entry point starts here: functions of a replaced task part go first."""
         self.functions.owner(self.task.cache_key())
-        return Inputs(self.task, self.functions)
+        return Inputs(self.task, self.functions, scope=self.replicas.scope)
 
     def checkpoint_items(self) -> dict[str, tf.Module]:
         """What checkpoints and backups of this trainer hold: the task's items and the generator."""
@@ -356,18 +369,19 @@ class Trainer:
         val = inputs.validation(validation_data, batch_size)
         example = _example(self.functions, train.batch_spec)
         if self.task.log_names() is None:  # its logs are found by tracing: built first
-            self.task.build(example)  # (so its own build runs before the callbacks' checks)
+            _build(self, example)  # (so its own build runs before the callbacks' checks)
         names = inputs.train_names(train)
         callback_list, history = self._callbacks(extra)
         columns = _columns(self.task, names, callback_list, flag=self.nonfinite.checks)
         self._set_params(callback_list, epochs, train, val, columns)
-        previous, self.state = self.state, _run_state(columns, train)
+        previous, self.state = self.state, _run_state(columns, train, self.replicas)
         backups = _bind_backups(callback_list, history)
         try:
             _start(self, previous, callback_list, backups, example, seed)
             runner = self._runner(train, names, columns, callback_list, backups, shuffle, epochs)
             self.history = history
-            self._run_epochs(runner, callback_list, backups, epochs, val, columns)
+            with self.replicas.reporting():  # (a lost worker of a multi-worker job, named)
+                self._run_epochs(runner, callback_list, backups, epochs, val, columns)
         finally:
             for backup in backups:
                 backup.release()
@@ -482,6 +496,7 @@ class Trainer:
             self.state,
             StepSaves(backups, self.state),
             every_step=every_step,
+            loops=self.replicas.loops(columns),
         )
         step = step_lib.train_step(self.task, names, columns, dtype)
         per_call = 1 if every_step else self.steps_per_execution

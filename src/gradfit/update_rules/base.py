@@ -20,7 +20,10 @@ gradfit wraps every subclass's ``apply`` so that, before the subclass's own
 code runs, the arguments are checked (equal lengths, matching dtypes and
 shapes), pairs whose gradient is ``None`` are dropped (all ``None`` is an
 error), state is built if it was not, and ``tf.IndexedSlices`` gradients are
-made dense unless the class sets ``supports_sparse = True``. After it runs,
+made dense unless the class sets ``supports_sparse = True``; under a
+``tf.distribute`` strategy, the gradients are all-reduced across replicas
+(:mod:`gradfit.distribute.sync`), so the rule sees the gradient of the
+global batch. After it runs,
 ``iterations`` is incremented. A subclass's ``apply`` therefore only ever
 sees matched, non-``None`` pairs, and the k-th call (from 0) sees
 ``iterations == k``.
@@ -38,6 +41,7 @@ import tensorflow as tf
 
 from gradfit import _validation as v
 from gradfit._autograph import traced
+from gradfit.distribute import sync
 
 Gradient: TypeAlias = "tf.Tensor | tf.IndexedSlices | None"
 Schedule: TypeAlias = Callable[[tf.Tensor], Any]
@@ -185,7 +189,6 @@ class UpdateRule(tf.Module, abc.ABC):
         self._slots: dict[str, tf.Variable] = {}  # "<variable position>/<slot name>" -> slot
         self._index = _VariableIndex()
         self._built = False
-        self._in_apply = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -389,17 +392,14 @@ def _checked_apply(apply: Callable[..., None]) -> Callable[..., None]:
     @tf.autograph.experimental.do_not_convert  # converts a user's `apply` itself (_autograph)
     @functools.wraps(apply)
     def checked(self: UpdateRule, gradients: Any, variables: Any) -> None:
-        if getattr(self, "_in_apply", False):  # a subclass's apply calling super().apply
+        if sync.applying(self):  # a subclass's apply calling super().apply (on this thread)
             traced(functools.partial(apply, self))(gradients, variables)
             return
         gradients, variables = _check_pairs(self, gradients, variables)
         if any(var not in self._index for var in variables):
             self.build(variables)
-        self._in_apply = True
-        try:
-            traced(functools.partial(apply, self))(gradients, variables)
-        finally:
-            self._in_apply = False
+        with sync.in_apply(self), sync.summed_gradients(gradients) as summed:
+            traced(functools.partial(apply, self))(summed, variables)  # (summed across replicas)
         # In a graph, count the update only once its gradients exist: a step whose loss
         # or gradients fail must not advance `iterations` (schedules depend on it).
         inputs = [g.values if isinstance(g, tf.IndexedSlices) else g for g in gradients]

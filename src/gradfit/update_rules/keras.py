@@ -9,6 +9,7 @@ import keras
 import tensorflow as tf
 
 from gradfit import _validation as v
+from gradfit.distribute import sync
 from gradfit.update_rules.base import UpdateRule, sum_duplicates
 
 
@@ -78,4 +79,5 @@ class KerasOptimizer(UpdateRule):
     def apply(self, gradients: Sequence[Any], variables: Sequence[tf.Variable]) -> None:
         """Lets the wrapped optimizer update ``variables``."""
         gradients = [sum_duplicates(g) if isinstance(g, tf.IndexedSlices) else g for g in gradients]
-        self.optimizer.apply(gradients, list(variables))
+        # Under a strategy the optimizer sums the replicas' gradients itself.
+        self.optimizer.apply(sync.for_summing(gradients), list(variables))

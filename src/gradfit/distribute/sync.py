@@ -1,0 +1,141 @@
+"""Replica-context arithmetic: each replica's share of the global batch, gradients summed.
+
+Under a ``tf.distribute`` strategy every replica runs the task's step on
+its shard of the global batch and computes the gradients of its *local*
+mean loss. gradfit's replicated step (:mod:`gradfit.training.replicated`)
+tells the replica its share of the global batch, ``n_r / N`` (examples on
+this replica over examples in the global batch), and
+:func:`summed_gradients` -- which every :class:`gradfit.UpdateRule`'s
+``apply`` runs before its maths -- all-reduces ``sum_r share_r * g_r``.
+For a loss that is a mean over examples (every gradfit loss, Keras's
+``sum_over_batch_size``, sample weights included) that sum is exactly the
+gradient one device computes on the whole global batch, so any rule sees
+the single-device gradient; a replica with no examples in a ragged batch
+contributes zeros and still joins the collective.
+
+Outside a strategy's replica context everything here is the identity, and
+a rule's ``apply`` called by a loop of the user's own under
+``strategy.run`` (no share set) sums the replicas' gradients, as
+``tf.distribute``'s convention (losses scaled by the global batch size)
+expects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import tensorflow as tf
+
+
+class _ReplicaLocal(threading.local):
+    """Per replica thread (``MirroredStrategy`` traces each replica in its own thread)."""
+
+    share: tf.Tensor | None = None
+    rows: tf.Tensor | None = None
+    total: tf.Tensor | None = None
+    depth: int = 0
+    applying: frozenset[int] = frozenset()
+
+
+_local = _ReplicaLocal()
+
+
+@tf.autograph.experimental.do_not_convert  # plain Python over static values: fast to trace
+def replica_context() -> Any:
+    """The replica context of a strategy's ``run``, else ``None`` (no strategy, cross-replica)."""
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return None
+    return tf.distribute.get_replica_context()
+
+
+@contextlib.contextmanager
+def replica_batch(rows: tf.Tensor, total: tf.Tensor) -> Iterator[None]:
+    """While tracing one replica's step: it holds ``rows`` of the global batch's ``total``.
+
+    Args:
+        rows: The examples on this replica (a scalar tensor).
+        total: The examples in the global batch, over all replicas.
+    """
+    before = (_local.share, _local.rows, _local.total)
+    rows_f = tf.cast(rows, tf.float32)
+    total_f = tf.cast(total, tf.float32)
+    _local.share = tf.math.divide_no_nan(rows_f, total_f)
+    _local.rows, _local.total = rows_f, total_f
+    try:
+        yield
+    finally:
+        _local.share, _local.rows, _local.total = before
+
+
+def applying(rule: object) -> bool:
+    """Whether ``rule``'s ``apply`` is running on this thread (replica threads apply at once)."""
+    return id(rule) in _local.applying
+
+
+@contextlib.contextmanager
+def in_apply(rule: object) -> Iterator[None]:
+    """Marks ``rule``'s ``apply`` as running on this thread (see :func:`applying`)."""
+    before = _local.applying
+    _local.applying = before | {id(rule)}
+    try:
+        yield
+    finally:
+        _local.applying = before
+
+
+def global_batch_size() -> tf.Tensor | None:
+    """The examples in the global batch of the step being traced (a float32 scalar tensor).
+
+    For a :class:`gradfit.Task` whose loss is not a mean over its batch: on
+    a replica, ``sum(per_example_losses) / global_batch_size()`` is its part
+    of the global loss. ``None`` outside gradfit's replicated step (on one
+    device, the batch is the global batch).
+    """
+    return _local.total
+
+
+@tf.autograph.experimental.do_not_convert  # plain Python over static values: fast to trace
+def _weighted(gradient: tf.Tensor, share: tf.Tensor) -> tf.Tensor:
+    """``share * gradient``; exactly zero for a replica without examples (no NaN leaks)."""
+    weighted = gradient * tf.cast(share, gradient.dtype)
+    return tf.where(share > 0, weighted, tf.zeros_like(weighted))
+
+
+@contextlib.contextmanager
+def summed_gradients(gradients: Sequence[Any]) -> Iterator[list[Any]]:
+    """Yields ``gradients`` all-reduced across replicas, once per update.
+
+    In a strategy's replica context: ``sum_r share_r * g_r`` (every
+    replica gets the global gradient; ``tf.IndexedSlices`` are made dense).
+    Elsewhere, or inside a rule that a reducing rule calls (``chain``'s
+    rule, ``accumulate``'s), the gradients as they are.
+    """
+    context = replica_context()
+    if context is None or _local.depth:
+        reduced = list(gradients)
+    else:
+        dense = [tf.convert_to_tensor(g) for g in gradients]
+        if _local.share is not None:
+            dense = [_weighted(g, _local.share) for g in dense]
+        reduced = list(context.all_reduce(tf.distribute.ReduceOp.SUM, dense))
+    _local.depth += 1
+    try:
+        yield reduced
+    finally:
+        _local.depth -= 1
+
+
+def for_summing(gradients: Sequence[Any]) -> list[Any]:
+    """Global gradients as parts of a SUM all-reduce someone else makes (a Keras optimizer's).
+
+    In a replica context, each replica's part is ``g / num_replicas`` (exact
+    for a power of two); elsewhere the gradients as they are.
+    """
+    context = replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return list(gradients)
+    scale = 1.0 / context.num_replicas_in_sync
+    return [tf.convert_to_tensor(g) * tf.cast(scale, g.dtype) for g in gradients]

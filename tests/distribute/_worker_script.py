@@ -1,0 +1,111 @@
+"""One worker of a multi-worker job, or the one-process reference (run by test_multi_worker.py).
+
+Usage: ``python _worker_script.py OUT BACKUP CSV [--pause S] [--no-seed]``
+with ``TF_CONFIG`` set (a worker: ``gf.distribute.multi_worker_strategy``
+with a 3 s heartbeat); the test imports :func:`run` for the one-process
+reference. It fits an MLP for 4 epochs on 64 examples (batches of 16, shuffled: with seed 3, or with
+``--no-seed`` an order the workers must agree on) with Adam behind
+gradient clipping, a ``BackupAndRestore`` on ``BACKUP`` (saving every 2
+steps) and a ``CSVLogger`` on ``CSV``, and ``--pause S`` seconds of sleep after every
+step (a window to kill a worker in). Prints ``generator <state>`` when
+training begins and ``step <epoch>:<step>`` as each step's logs reach the
+callbacks, and writes ``OUT`` (JSON: the variables,
+the History, the generator's state, the worker's role and a
+``WorkerLostError`` if one stopped it). ``{worker}`` in ``OUT`` and ``CSV``
+becomes the worker's index.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+
+import gradfit as gf
+
+EPOCHS = 4
+
+
+class Steps(gf.Callback):
+    """Prints each step as its logs arrive, then pauses ``pause`` seconds."""
+
+    def __init__(self, pause: float) -> None:
+        super().__init__()
+        self.pause = pause
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        state = self.trainer.generator.state.numpy().tolist()
+        print(f"generator {json.dumps(state)}", flush=True)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        print(f"step {self.trainer.state.epoch}:{batch}", flush=True)
+        time.sleep(self.pause)
+
+
+def run(
+    strategy: Any,
+    backup: str,
+    csv: str,
+    *,
+    pause: float = 0.0,
+    seed: int | None = 3,
+    generator: list[int] | None = None,
+) -> dict:
+    """The fit on ``strategy`` (``None``: one process); what the test compares.
+
+    ``generator`` sets the shuffling state first (a reference for a job without a seed).
+    """
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 3)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5], np.float32) + 0.3)[:, None].astype(np.float32)
+    rule = gf.chain(gf.clip_by_global_norm(1.0), gf.Adam(0.05))
+    trainer = gf.Trainer(gf.MLP((8,), seed=1), gf.L2(), rule, strategy=strategy)
+    if generator is not None:
+        trainer.generator.state.assign(np.array(generator, np.int64))
+    callbacks = [
+        Steps(pause),
+        gf.callbacks.CSVLogger(csv, append=True),
+        gf.callbacks.BackupAndRestore(backup, save_every=2),
+    ]
+    result: dict = {}
+    began = time.monotonic()
+    try:
+        history = trainer.fit(x, y, epochs=EPOCHS, batch_size=16, seed=seed, callbacks=callbacks)
+        result["history"] = history.history
+    except gf.distribute.WorkerLostError as err:
+        lost = {"message": str(err), "worker": err.worker, "after": time.monotonic() - began}
+        result["lost"] = lost
+    result["variables"] = [v.numpy().tolist() for v in trainer.task.state_variables()]
+    result["generator"] = trainer.generator.state.numpy().tolist()
+    result["chief"] = trainer.replicas.writes
+    return result
+
+
+def main() -> None:
+    args = argparse.ArgumentParser()
+    args.add_argument("out")
+    args.add_argument("backup")
+    args.add_argument("csv")
+    args.add_argument("--pause", type=float, default=0.0)
+    args.add_argument("--no-seed", action="store_true")
+    options = args.parse_args()
+    worker = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+    strategy = gf.distribute.multi_worker_strategy(heartbeat_timeout=3)
+    seed = None if options.no_seed else 3
+    csv = options.csv.format(worker=worker)
+    result = run(strategy, options.backup, csv, pause=options.pause, seed=seed)
+    with open(options.out.format(worker=worker), "w") as file:
+        json.dump(result, file)
+    print("done", flush=True)
+    sys.exit(3 if "lost" in result else 0)
+
+
+if __name__ == "__main__":
+    main()
