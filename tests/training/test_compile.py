@@ -55,13 +55,29 @@ def test_xla_gain_by_hand() -> None:
     small = StepCost(ops=100, dots=2)
     # 10,000 steps save 10,000 * 100 * 0.75 us = 0.75 s; compiling costs 100 * 2.5 ms = 0.25 s,
     # counted 1.5 times: 0.375 s. A tenth of the steps saves 0.075 s: less.
-    assert small.xla_gain(Jit("auto", steps=10_000)) == pytest.approx(0.375)
-    assert small.xla_gain(Jit("auto", steps=1_000)) == pytest.approx(0.075 - 0.375)
+    assert small.xla_gain(10_000, 0.0) == pytest.approx(0.375)
+    assert small.xla_gain(1_000, 0.0) == pytest.approx(0.075 - 0.375)
     # Five products beyond three add 5 * 0.25 s of compiling (times 1.5).
-    assert StepCost(100, 8).xla_gain(Jit("auto", steps=10_000)) == pytest.approx(0.375 - 1.875)
-    # 20 MFLOP a step lose 20e6 * 5 ps = 100 us, more than 75 us saved: XLA never pays.
-    assert small.xla_gain(Jit("auto", steps=10**9, flops=2e7)) < 0
-    assert small.xla_gain(Jit("auto", steps=None)) == float("-inf")
+    assert StepCost(100, 8).xla_gain(10_000, 0.0) == pytest.approx(0.375 - 1.875)
+    # 2e8 FLOPs a step save 2e8 * 2.4 ps = 480 us more a step: 4.8 s over 10,000 steps.
+    assert small.xla_gain(10_000, 2e8) == pytest.approx(0.375 + 4.8)
+    assert small.xla_gain(None, 0.0) == float("-inf")
+
+
+def test_auto_reconsiders_xla_once_the_runs_together_would_repay_it() -> None:
+    def make(jit):
+        return tf.function(lambda x: x * x, jit_compile=jit)
+
+    cache = FunctionCache()
+    runs = [cache.compiled("f", make, "f", Jit("auto", 2_000)) for _ in range(3)]
+    assert runs[0] is runs[1] is runs[2]  # one function, planned for three runs
+    compiled = runs[0]
+    # Without XLA for the first runs' steps ...
+    assert compiled(tf.constant(2.0)).numpy() == 4.0 and compiled.jit_compile is False
+    for _ in range(10):  # ... until the steps run so far and the next run's repay compiling
+        compiled = cache.compiled("f", make, "f", Jit("auto", 2_000))
+        assert compiled(tf.constant(2.0)).numpy() == 4.0
+    assert compiled.jit_compile is True
 
 
 def test_replaced_update_rules_and_models_are_not_kept_alive() -> None:

@@ -73,13 +73,12 @@ def jit_for(
 
 # jit_compile="auto"'s cost model, measured on the 2-core development CPU (TF 2.21; see
 # benchmarks/RESULTS.md, "Choosing XLA"). XLA pays back its compile time by removing the
-# executor's per-op overhead from every step; on a CPU its arithmetic is no faster (a
-# digits MLP's step took 684 us without XLA and 693 us with it; the 784-256-256-10 MLP's
-# was slower with it), so only long runs of steps made of small ops gain.
+# executor's per-op overhead from every step and by fusing the elementwise work around the
+# matrix products; compiling costs a few milliseconds an op and more for each product.
 SECONDS_SAVED_PER_OP = 0.75e-6  # linear regression's 108-op loop: 86 us a step, 4.5 with XLA
-SECONDS_LOST_PER_FLOP = 5e-12  # XLA's CPU kernels ~10% slower at ~20 GFLOP/s of matmuls
+SECONDS_SAVED_PER_FLOP = 2.4e-12  # the 784-256-256-10 MLP (206 MFLOP): 2.86 ms, 2.22 with XLA
 COMPILE_SECONDS_PER_OP = 2.5e-3  # linear regression's loop compiled in 0.3 s
-COMPILE_SECONDS_PER_DOT = 0.25  # beyond 3 matmuls (the MLPs' loops compiled in 2-5 s)
+COMPILE_SECONDS_PER_DOT = 0.25  # beyond 3 matmuls (the MLPs' loops compiled in 1.6-5 s)
 XLA_MARGIN = 1.5  # XLA only where the model says it gains half its compile time again
 
 _DOTS = frozenset({"MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3"})
@@ -104,13 +103,16 @@ class StepCost:
         nodes = [*graph_def.node, *(n for f in graph_def.library.function for n in f.node_def)]
         return cls(len(nodes), sum(1 for n in nodes if n.op in _DOTS or "Conv" in n.op))
 
-    def xla_gain(self, jit: Jit) -> float:
-        """Seconds XLA is estimated to save over ``jit``'s run, net of compiling (with margin)."""
-        if not jit.steps:
+    def xla_gain(self, steps: int | None, flops: float) -> float:
+        """Seconds XLA is estimated to save over ``steps`` steps of ``flops``, net of compiling.
+
+        Compiling is counted :data:`XLA_MARGIN` times; unknown ``steps`` never gain.
+        """
+        if not steps:
             return float("-inf")
-        per_step = self.ops * SECONDS_SAVED_PER_OP - jit.flops * SECONDS_LOST_PER_FLOP
+        per_step = self.ops * SECONDS_SAVED_PER_OP + flops * SECONDS_SAVED_PER_FLOP
         products = max(self.dots - 3, 0) * COMPILE_SECONDS_PER_DOT
-        return jit.steps * per_step - XLA_MARGIN * (self.ops * COMPILE_SECONDS_PER_OP + products)
+        return steps * per_step - XLA_MARGIN * (self.ops * COMPILE_SECONDS_PER_OP + products)
 
 
 # Ops XLA compiles away rather than runs: a graph holding them changes meaning under XLA.
@@ -148,13 +150,15 @@ class Compiled:
     """A ``tf.function`` built by ``make(jit)``, with ``jit_compile="auto"`` resolved lazily.
 
     With ``"auto"`` the function starts without XLA; its first call (or
-    :meth:`resolve`) traces it, estimates from its graph and the run's
-    length whether compiling it with XLA would pay for itself
-    (:meth:`StepCost.xla_gain`), and if so checks, without running
-    anything, that XLA compiles the graph faithfully (:func:`xla_obstacle`;
-    if not, a note is logged and XLA stays off). The estimate depends only
-    on the graph and the run, never on a clock, so the same script always
-    takes the same path and gives the same numbers.
+    :meth:`resolve`) traces it and estimates from its graph and the steps
+    it will run whether compiling it with XLA would pay for itself
+    (:meth:`StepCost.xla_gain`); if so it checks, without running anything,
+    that XLA compiles the graph faithfully (:func:`xla_obstacle`; if not, a
+    note is logged and XLA stays off for good). A function that stays
+    without XLA is reconsidered when a later run uses it (:meth:`plan`),
+    counting the steps run so far: XLA's compile is paid once the runs
+    together repay it. The estimate reads no clock, so the same script
+    always takes the same path and gives the same numbers.
 
     Args:
         make: Builds the ``tf.function`` for a given ``jit_compile`` flag.
@@ -166,6 +170,8 @@ class Compiled:
         self._make = make
         self._name = name
         self._jit = jit
+        self._steps_before = 0  # the steps of earlier runs (for "auto")
+        self._cost: StepCost | None = None
         self._pending_auto = jit.mode == "auto"
         self.jit_compile = jit.mode is True
         self.function = make(self.jit_compile)
@@ -174,6 +180,14 @@ class Compiled:
     def pending(self) -> bool:
         """Whether ``jit_compile="auto"`` is still to be settled."""
         return self._pending_auto
+
+    def plan(self, jit: Jit) -> None:
+        """A run about to use the function: ``"auto"`` without XLA reconsiders at its next call."""
+        if jit is self._jit or self._pending_auto or self._cost is None or self.jit_compile:
+            return
+        self._steps_before += self._jit.steps or 0
+        self._jit = jit
+        self._pending_auto = True
 
     def resolve(self, *args: Any, xla_check: Callable[[Any], str | None] | None = None) -> None:
         """Settles ``"auto"`` for calls on ``args`` (no-op otherwise).
@@ -187,16 +201,18 @@ class Compiled:
         if not self._pending_auto:
             return
         self._pending_auto = False
-        cost = StepCost.of(self.function.get_concrete_function(*args).graph)
-        gain = cost.xla_gain(self._jit)
-        if gain <= 0:
-            logger.debug("jit_compile='auto': no XLA for the %s (%s)", self._name, cost)
+        if self._cost is None:
+            self._cost = StepCost.of(self.function.get_concrete_function(*args).graph)
+        steps = None if self._jit.steps is None else self._steps_before + self._jit.steps
+        if self._cost.xla_gain(steps, self._jit.flops) <= 0:
+            logger.debug("jit_compile='auto': no XLA for the %s (%s)", self._name, self._cost)
             return
         candidate = self._make(True)
         check = xla_check or (lambda function: xla_obstacle(function, *args))
         reason = check(candidate)
         if reason is not None:
             logger.info("jit_compile='auto': not using XLA for the %s: %s", self._name, reason)
+            self._cost = None  # for good: plan() never reconsiders
             return
         self.function, self.jit_compile = candidate, True
 
@@ -288,5 +304,7 @@ class FunctionCache:
         return fn
 
     def compiled(self, key: Hashable, make: Callable[[bool], Any], name: str, jit: Jit) -> Compiled:
-        """A :class:`Compiled` of ``make`` under ``(key, jit)``."""
-        return self.get((key, jit), lambda: Compiled(make, jit, name))
+        """A :class:`Compiled` of ``make`` under ``(key, jit)``, planned for ``jit``'s run."""
+        compiled: Compiled = self.get((key, jit), lambda: Compiled(make, jit, name))
+        compiled.plan(jit)
+        return compiled

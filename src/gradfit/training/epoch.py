@@ -286,8 +286,8 @@ class ArrayEpoch:
 
     def _call(self, name: str, compiled: Any, *args: Any) -> Any:
         fn = self.calls.get(name)
-        if fn is None:
-            fn = self.calls[name] = compiled.get_concrete_function(*args)
+        if fn is None or (isinstance(compiled, Compiled) and compiled.pending):
+            fn = self.calls[name] = compiled.get_concrete_function(*args)  # ("auto" settled)
         return fn(*args)
 
     def _roll_back(self, saved: list[tf.Tensor]) -> None:
