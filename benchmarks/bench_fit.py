@@ -298,6 +298,16 @@ def headline(a: dict[str, float], b: dict[str, float], c: dict[str, float]) -> l
     ]
 
 
+OWN_SECTIONS = ("### (a)", "### (b)", "### (c)", "### Headline ratios")
+
+
+def with_other_sections(text: str, old: str) -> str:
+    """``text``, then the sections of ``old`` this script does not write (first fit, notes...)."""
+    sections = ["### " + part for part in old.split("\n### ")[1:]]
+    kept = [part.rstrip("\n") for part in sections if not part.startswith(OWN_SECTIONS)]
+    return "\n\n".join([text, *kept])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller data; no RESULTS.md")
@@ -353,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if not args.quick:
-        args.output.write_text(text + "\n")
+        old = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
+        args.output.write_text(with_other_sections(text, old) + "\n", encoding="utf-8")
         print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
