@@ -166,10 +166,11 @@ def child(name: str, contender: str) -> None:
     print(json.dumps({"seconds": time.perf_counter() - start}))
 
 
-def _run_breakdown(name: str) -> dict[str, float]:
+def _child(*args: str) -> dict[str, float]:
+    """Runs this script with ``args`` in a fresh process; its last line of JSON."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(
-        [sys.executable, __file__, "--child-breakdown", name],
+        [sys.executable, __file__, *args],
         capture_output=True,
         text=True,
         env=env,
@@ -177,7 +178,7 @@ def _run_breakdown(name: str) -> dict[str, float]:
         check=False,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"{name} breakdown failed:\n{done.stderr[-2000:]}")
+        raise RuntimeError(f"{' '.join(args)} failed:\n{done.stderr[-2000:]}")
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
@@ -191,7 +192,7 @@ def report_breakdown(names: list[str]) -> str:
         "|---|---:|" + "---:|" * (len(phases) + 1),
     ]
     for name in names:
-        found = _run_breakdown(name)
+        found = _child("--child-breakdown", name)
         counted = sum(found[p] for p in phases if not p.startswith("of which"))
         cells = " | ".join(f"{found[p]:.0%}" for p in phases)
         lines.append(f"| {name} | {found['profiled_seconds']:.2f} | {cells} | {1 - counted:.0%} |")
@@ -199,18 +200,7 @@ def report_breakdown(names: list[str]) -> str:
 
 
 def _run(name: str, contender: str) -> float:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", name, contender],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{name}/{contender} failed:\n{done.stderr[-2000:]}")
-    return float(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
+    return _child("--child", name, contender)["seconds"]
 
 
 def measure(names: list[str], rounds: int) -> dict[str, dict[str, list[float]]]:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import abc
 import functools
 import math
+import types
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeAlias
 
@@ -393,13 +394,13 @@ def _checked_apply(apply: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(apply)
     def checked(self: UpdateRule, gradients: Any, variables: Any) -> None:
         if sync.applying(self):  # a subclass's apply calling super().apply (on this thread)
-            traced(functools.partial(apply, self))(gradients, variables)
+            traced(types.MethodType(apply, self))(gradients, variables)
             return
         gradients, variables = _check_pairs(self, gradients, variables)
         if any(var not in self._index for var in variables):
             self.build(variables)
         with sync.in_apply(self), sync.summed_gradients(gradients) as summed:
-            traced(functools.partial(apply, self))(summed, variables)  # (summed across replicas)
+            traced(types.MethodType(apply, self))(summed, variables)  # (summed across replicas)
         # In a graph, count the update only once its gradients exist: a step whose loss
         # or gradients fail must not advance `iterations` (schedules depend on it).
         inputs = [g.values if isinstance(g, tf.IndexedSlices) else g for g in gradients]
