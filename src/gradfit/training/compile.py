@@ -27,8 +27,8 @@ class Jit:
     """A function's ``jit_compile`` mode, and for ``"auto"`` what its calls will cost.
 
     Only ``mode`` takes part in equality and hashing: functions cached
-    under a ``Jit`` are shared by fits of any length (``"auto"`` decides
-    once, on a function's first call).
+    under a ``Jit`` are shared by fits of any length (each run's ``steps``
+    reach the cached function through :meth:`Compiled.plan`).
 
     Args:
         mode: ``True``, ``False`` or ``"auto"``.
