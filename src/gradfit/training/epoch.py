@@ -9,7 +9,9 @@ applies the non-finite policy, and saves mid-epoch backups where due.
 
 :class:`ArrayEpoch` runs in-memory data: shuffled epochs copy their rows
 into the epoch's order a block of at most ``loops.BLOCK_BYTES`` at a time
-(or gather big batches in the loop), then train on the block in order. A
+(or gather big batches in the loop), then train on the block in order;
+under a strategy each replica's device holds its shard of the epoch
+instead, in step order (:mod:`gradfit.data.sharding`). A
 flagged (non-finite) step is undone on the host: the loop call returned
 the state from before the call, so the runner restores it and replays the
 finite steps before the flagged one (deterministic). :class:`DatasetEpoch`
@@ -200,15 +202,17 @@ class ArrayEpoch:
         )
         # Small shuffled batches are copied into the epoch's order a block at a time, big
         # ones gathered inside the loop (see loops.GATHER_IN_LOOP_BYTES).
+        # Under a strategy each replica's shard holds its rows in the epoch's order instead.
         big = size * row_bytes >= loops.GATHER_IN_LOOP_BYTES
-        self.in_loop = self.shuffled and (big or not run.loops.blocks)
-        blocked = self.shuffled and not self.in_loop
-        self.block = loops.block_steps(size, row_bytes, self.full) if blocked else self.full
+        self.in_loop = self.shuffled and big and not run.loops.shards
+        self.blocked = self.shuffled and not self.in_loop and not run.loops.shards
+        self.block = loops.block_steps(size, row_bytes, self.full) if self.blocked else self.full
         self.per_call = min(per_call or self.block, self.block)
         self.sizes = np.full(self.full + (1 if self.rest else 0), size, np.float64)
         self.sizes[self.full :] = self.rest
         self.state = run.state_variables()
-        self.arrays = run.loops.place(data.arrays)  # (on every replica, under a strategy)
+        # (Under a strategy, each replica's shard; shuffled data's, every epoch.)
+        self.arrays = run.loops.place(data.arrays, size, ordered=not self.shuffled)
         self._compile(step, jit)
 
     def _key(self) -> tuple[Any, ...]:
@@ -254,7 +258,7 @@ class ArrayEpoch:
         )
         epochs = None if jit.steps is None else max(jit.steps // data.steps, 1)
         self.gather: Compiled | None = None
-        if self.shuffled and not self.in_loop:
+        if self.blocked:
             block = self.block
             self.gather = functions.compiled(
                 (*key, "gather"),
@@ -302,7 +306,10 @@ class ArrayEpoch:
         order = self._call("permute", self.permute) if self.shuffled else no_order
         rows_order = order if self.in_loop else no_order  # what the loop gathers rows by
         chunks: list[np.ndarray] = [] if prior is None else [prior[0]]
-        pos, loaded, arrays = start, None, self.arrays
+        epoch_arrays = info.loops.epoch_arrays(
+            self.arrays, self.data.arrays, order if self.shuffled else None
+        )
+        pos, loaded, arrays = start, None, epoch_arrays
         stopped = False
         while pos < self.full:
             # A chunk: at most per_call steps, inside one block, ending at any step save.
@@ -322,7 +329,7 @@ class ArrayEpoch:
                 break
             info.saves.after(epoch, pos, len(self.sizes), chunks, self.sizes)
         if not stopped and self.last is not None:
-            self._last_step(callbacks, chunks, epoch, order)
+            self._last_step(callbacks, chunks, epoch, (epoch_arrays, order))
         logs = np.concatenate(chunks)
         return logs, self.sizes[: len(logs)]
 
@@ -368,13 +375,13 @@ class ArrayEpoch:
         return pos
 
     def _last_step(
-        self, callbacks: Any, chunks: list[np.ndarray], epoch: int, order: tf.Tensor
+        self, callbacks: Any, chunks: list[np.ndarray], epoch: int, source: tuple[Any, tf.Tensor]
     ) -> None:
-        """Trains the epoch's ragged last batch."""
+        """Trains the epoch's ragged last batch (of ``source``: the epoch's arrays, order)."""
         info, flag = self.run_info, self.run_info.columns.flag
         if info.every_step:
             callbacks.on_train_batch_begin(self.full)
-        row_t, saved = self._call("last", self.last, self.arrays, order)
+        row_t, saved = self._call("last", self.last, *source)
         row = row_t.numpy()
         info.record(callbacks, chunks, self.full, row[None])
         if flag is not None and row[flag] > 0:

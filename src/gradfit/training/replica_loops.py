@@ -5,7 +5,8 @@ uses under a strategy (:class:`ReplicaLoops`; :class:`LocalLoops` is the
 one-device default). As in TF Model Garden's Orbit, the loop is one
 ``tf.function`` running many steps: a ``tf.while_loop`` whose body calls
 ``strategy.run`` once per step. Each replica runs the task's step on its
-share of the global batch (:mod:`gradfit.data.sharding`), tells the update
+share of the global batch (for in-memory data, a slice of the shard its
+device holds: :mod:`gradfit.data.sharding`), tells the update
 rules its share (:func:`gradfit.distribute.sync.replica_batch`) so they
 all-reduce the single-device gradient, and its logs are reduced to the
 global batch's values: a mean log weighted by each replica's examples, a
@@ -29,11 +30,15 @@ from gradfit.training.step import Columns
 class LocalLoops:
     """One device: :mod:`gradfit.training.loops` as it is."""
 
-    blocks = True  # shuffled in-memory data may be copied into the epoch's order in blocks
+    shards = False  # shuffled rows come in the epoch's order in blocks, or by the order
 
-    def place(self, arrays: tuple[tf.Tensor, ...]) -> Any:
+    def place(self, arrays: tuple[tf.Tensor, ...], batch_size: int, *, ordered: bool) -> Any:
         """The arrays the loops take: ``arrays`` themselves."""
         return arrays
+
+    def epoch_arrays(self, placed: Any, arrays: tuple[tf.Tensor, ...], order: Any) -> Any:
+        """The arrays an epoch of ``order`` (``None``: unshuffled) trains on: ``placed``."""
+        return placed
 
     def distribute(self, dataset: tf.data.Dataset) -> Any:
         """The dataset the loops iterate: ``dataset`` itself."""
@@ -116,16 +121,26 @@ class ReplicaLoops:
         columns: The step's log layout (how each log is reduced).
     """
 
-    blocks = False  # every replica gathers its rows of a shuffled epoch from its own copy
+    shards = True  # each replica holds its part of the epoch, in step order (see `place`)
 
     def __init__(self, strategy: tf.distribute.Strategy, columns: Columns) -> None:
         self.strategy = strategy
         self.columns = columns
         self.replicas = strategy.num_replicas_in_sync
+        self.layout: sharding.Shards | None = None
 
-    def place(self, arrays: tuple[tf.Tensor, ...]) -> Any:
-        """``arrays`` copied onto every replica's device (once per fit)."""
-        return sharding.place(self.strategy, arrays)
+    def place(self, arrays: tuple[tf.Tensor, ...], batch_size: int, *, ordered: bool) -> Any:
+        """Each replica's shard of ``arrays`` on its device, once per fit if ``ordered``.
+
+        Shuffled data is sharded once per epoch instead (:meth:`epoch_arrays`).
+        """
+        self.layout = sharding.Shards(int(arrays[0].shape[0]), batch_size, self.replicas)
+        return self.layout.place(self.strategy, arrays) if ordered else None
+
+    def epoch_arrays(self, placed: Any, arrays: tuple[tf.Tensor, ...], order: Any) -> Any:
+        """The shards of an epoch in ``order``: gathered anew (once per epoch), or ``placed``."""
+        assert self.layout is not None  # (`place` comes first)
+        return placed if order is None else self.layout.place(self.strategy, arrays, order)
 
     def distribute(self, dataset: tf.data.Dataset) -> Any:
         """``dataset`` split over the replicas."""
@@ -157,16 +172,21 @@ class ReplicaLoops:
         logs = self.strategy.run(replica, args=args)
         return self.strategy.experimental_local_results(logs)[0]
 
-    def _array_batch(self, pack: loops.Pack, size: int, shuffled: bool) -> BatchOf:
-        """``batch_of(arrays, order, start)``: this replica's rows of ``size`` from ``start``."""
-        replicas = self.replicas
+    def _array_batch(self, pack: loops.Pack, *, last: bool) -> BatchOf:
+        """``batch_of(shard, step)``: this replica's rows of global batch ``step``, from its shard.
 
-        def batch_of(arrays: Any, order: tf.Tensor, start: tf.Tensor) -> Any:
+        ``last``: the ragged last batch (its own, smaller share).
+        """
+        layout = self.layout
+        assert layout is not None  # (`place` comes first)
+
+        def batch_of(shard: Any, step: tf.Tensor) -> Any:
             context = tf.distribute.get_replica_context()
             replica = tf.get_static_value(context.replica_id_in_sync_group)
-            offset, count = sharding.replica_rows(size, replicas, int(replica))
-            batch = pack(sharding.rows(arrays, order if shuffled else None, start + offset, count))
-            return batch, tf.constant(count), tf.constant(size)
+            count, last_count = layout.counts(int(replica))
+            size, total = (last_count, layout.rest) if last else (count, layout.batch_size)
+            batch = pack(sharding.rows(shard, step * count, size))
+            return batch, tf.constant(size), tf.constant(total)
 
         return batch_of
 
@@ -181,15 +201,18 @@ class ReplicaLoops:
         *,
         gather: bool = False,
     ) -> Callable[..., tf.Tensor]:
-        """:func:`gradfit.training.loops.array_loop` over the replicas (placed arrays)."""
-        batch_of = self._array_batch(pack, batch_size, gather)
+        """:func:`gradfit.training.loops.array_loop` over the replicas' shards.
+
+        ``loop(shards, order, first_step, num_steps)``: ``order`` is unused
+        (the shards are in the epoch's order), as is ``gather``.
+        """
+        batch_of = self._array_batch(pack, last=False)
 
         def loop(
-            arrays: Any, order: tf.Tensor, first_step: tf.Tensor, num_steps: tf.Tensor
+            shards: Any, order: tf.Tensor, first_step: tf.Tensor, num_steps: tf.Tensor
         ) -> tf.Tensor:
             def body(i: tf.Tensor, logs: Any) -> tuple[tf.Tensor, Any]:
-                start = (first_step + i) * batch_size
-                return i + 1, logs.write(i, self.run(step, batch_of, arrays, order, start))
+                return i + 1, logs.write(i, self.run(step, batch_of, shards, first_step + i))
 
             logs = tf.TensorArray(log_dtype, size=max_steps, element_shape=[num_logs])
             _, logs = tf.while_loop(
@@ -205,11 +228,16 @@ class ReplicaLoops:
     def array_last_step(
         self, step: loops.Step, pack: loops.Pack, start: int, size: int, *, shuffled: bool
     ) -> Callable[..., Any]:
-        """:func:`gradfit.training.loops.array_last_step` over the replicas."""
-        batch_of = self._array_batch(pack, size, shuffled)
+        """:func:`gradfit.training.loops.array_last_step` over the replicas' shards.
 
-        def last(arrays: Any, order: tf.Tensor) -> tf.Tensor:
-            return self.run(step, batch_of, arrays, order, tf.constant(start))
+        ``last(shards, order)``: ``order`` is unused (see :meth:`array_loop`).
+        """
+        batch_of = self._array_batch(pack, last=True)
+        assert self.layout is not None
+        full = self.layout.full
+
+        def last(shards: Any, order: tf.Tensor) -> tf.Tensor:
+            return self.run(step, batch_of, shards, tf.constant(full))
 
         return last
 
