@@ -1,13 +1,16 @@
-"""MirroredStrategy over two logical CPUs against one device (run by test_mirrored.py).
+"""MirroredStrategy over two logical CPUs against one device (run by conftest.py's fixture).
 
-Usage: ``python _mirrored_cases.py GROUP``. The two logical CPU devices
-must be configured before TensorFlow initialises its devices, so these
-checks run in a fresh process. Every case of ``GROUP`` ("training" or
-"api") trains the same task twice from the same initial values -- on one
-device and under ``MirroredStrategy`` -- on the same global batches, and
-measures the largest absolute difference of the variables and logs; the
-error cases record the exception each bad input raises. The last line of
-stdout is one JSON object ``{case: {measure: value}}``.
+Usage: ``python _mirrored_cases.py GROUP [GROUP ...]``. The two logical CPU
+devices must be configured before TensorFlow initialises its devices, so
+these checks run in a fresh process -- one for every group, as each costs
+seconds to start. Every case of a ``GROUP`` ("training", checked by
+test_mirrored.py, or "api", checked by test_mirrored_api.py) trains the
+same task twice from the same initial values -- on one device and under
+``MirroredStrategy`` -- on the same global batches, and measures the
+largest absolute difference of the variables and logs; the error cases
+record the exception each bad input raises. The last line of stdout is one
+JSON object ``{group: {case: {measure: value}}}``; stderr has each case's
+seconds.
 """
 
 from __future__ import annotations
@@ -432,7 +435,7 @@ def refusals() -> dict[str, Any]:
     before = [w.numpy() for w in keras_model.weights]
     built = gf.MLP((8,), seed=1)
     built(tf.zeros([1, 3]))
-    outside = keras.optimizers.Adam(0.01)
+    outside = keras.optimizers.Adam(0.01, name="outside_adam")  # (named: not "adam_2")
     unknown = tf.data.Dataset.from_tensor_slices((x, y)).batch(16).filter(lambda a, b: True)
     rule = gf.Adam(0.01)
     with STRATEGY.scope():
@@ -464,7 +467,8 @@ def refusals() -> dict[str, Any]:
     return result
 
 
-def main(group: str) -> None:
+def run_group(group: str) -> dict[str, Any]:
+    """Every case of ``group``: its measurements, or the error that stopped it."""
     results: dict[str, Any] = {}
     for name, fn in CASES[group].items():
         began = time.perf_counter()
@@ -474,8 +478,12 @@ def main(group: str) -> None:
             results[name] = {"error": f"{type(err).__name__}: {err}"[:2000]}
             traceback.print_exc()
         print(f"{name}: {time.perf_counter() - began:.1f} s", file=sys.stderr)
-    print(json.dumps(results))
+    return results
+
+
+def main(groups: list[str]) -> None:
+    print(json.dumps({group: run_group(group) for group in groups}))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1:])

@@ -1,18 +1,20 @@
 """One worker of a multi-worker job, or the one-process reference (run by test_multi_worker.py).
 
-Usage: ``python _worker_script.py OUT BACKUP CSV [--pause S] [--no-seed]``
+Usage: ``python _worker_script.py OUT BACKUP CSV [--pause S] [--hold E:B] [--no-seed]``
 with ``TF_CONFIG`` set (a worker: ``gf.distribute.multi_worker_strategy``
-with a 3 s heartbeat); the test imports :func:`run` for the one-process
-reference. It fits an MLP for 4 epochs on 64 examples (batches of 16, shuffled: with seed 3, or with
-``--no-seed`` an order the workers must agree on) with Adam behind
-gradient clipping, a ``BackupAndRestore`` on ``BACKUP`` (saving every 2
-steps) and a ``CSVLogger`` on ``CSV``, and ``--pause S`` seconds of sleep after every
-step (a window to kill a worker in). Prints ``generator <state>`` when
-training begins and ``step <epoch>:<step>`` as each step's logs reach the
-callbacks, and writes ``OUT`` (JSON: the variables,
-the History, the generator's state, the worker's role and a
-``WorkerLostError`` if one stopped it). ``{worker}`` in ``OUT`` and ``CSV``
-becomes the worker's index.
+with a 3 s coordination heartbeat, so a silent worker is declared lost
+after 3 s); the test imports :func:`run` for the one-process reference.
+It fits an MLP for 4 epochs on 64 examples (batches of 16, shuffled: with
+seed 3, or with ``--no-seed`` an order the workers must agree on) with
+Adam behind gradient clipping, a ``BackupAndRestore`` on ``BACKUP``
+(saving every 2 steps) and a ``CSVLogger`` on ``CSV``. ``--pause S``
+sleeps S seconds after every step, or with ``--hold E:B`` only after step
+B of epoch E (a window to kill or stop a worker in). Prints ``generator
+<state>`` when training begins, ``step <epoch>:<step>`` as each step's logs
+reach the callbacks and ``epoch <epoch> <logs as JSON>`` at each epoch's
+end, and writes ``OUT`` (JSON: the variables, the History, the generator's
+state, the worker's role and a ``WorkerLostError`` if one stopped it).
+``{worker}`` in ``OUT`` and ``CSV`` becomes the worker's index.
 """
 
 from __future__ import annotations
@@ -34,19 +36,28 @@ EPOCHS = 4
 
 
 class Steps(gf.Callback):
-    """Prints each step as its logs arrive, then pauses ``pause`` seconds."""
+    """Prints each step as its logs arrive and each epoch's logs, pausing ``pause`` s at steps.
 
-    def __init__(self, pause: float) -> None:
+    ``hold`` (``"epoch:step"``) limits the pause to that one step.
+    """
+
+    def __init__(self, pause: float, hold: str | None = None) -> None:
         super().__init__()
-        self.pause = pause
+        self.pause, self.hold = pause, hold
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         state = self.trainer.generator.state.numpy().tolist()
         print(f"generator {json.dumps(state)}", flush=True)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        print(f"step {self.trainer.state.epoch}:{batch}", flush=True)
-        time.sleep(self.pause)
+        step = f"{self.trainer.state.epoch}:{batch}"
+        print(f"step {step}", flush=True)
+        if self.hold in (None, step):
+            time.sleep(self.pause)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = {name: float(value) for name, value in (logs or {}).items()}
+        print(f"epoch {epoch} {json.dumps(logs)}", flush=True)
 
 
 def run(
@@ -55,6 +66,7 @@ def run(
     csv: str,
     *,
     pause: float = 0.0,
+    hold: str | None = None,
     seed: int | None = 3,
     generator: list[int] | None = None,
 ) -> dict:
@@ -70,7 +82,7 @@ def run(
     if generator is not None:
         trainer.generator.state.assign(np.array(generator, np.int64))
     callbacks = [
-        Steps(pause),
+        Steps(pause, hold),
         gf.callbacks.CSVLogger(csv, append=True),
         gf.callbacks.BackupAndRestore(backup, save_every=2),
     ]
@@ -94,13 +106,14 @@ def main() -> None:
     args.add_argument("backup")
     args.add_argument("csv")
     args.add_argument("--pause", type=float, default=0.0)
+    args.add_argument("--hold", default=None, help="epoch:step, the one step to pause after")
     args.add_argument("--no-seed", action="store_true")
     options = args.parse_args()
     worker = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
     strategy = gf.distribute.multi_worker_strategy(heartbeat_timeout=3)
     seed = None if options.no_seed else 3
     csv = options.csv.format(worker=worker)
-    result = run(strategy, options.backup, csv, pause=options.pause, seed=seed)
+    result = run(strategy, options.backup, csv, pause=options.pause, hold=options.hold, seed=seed)
     with open(options.out.format(worker=worker), "w") as file:
         json.dump(result, file)
     print("done", flush=True)

@@ -1,11 +1,19 @@
-"""Runs a distribution script in a fresh process (its devices configured before TF starts)."""
+"""Runs distribution scripts in fresh processes (their devices configured before TF starts).
+
+:func:`run_json` runs one script and returns the JSON object it prints
+last; :class:`Job` runs the processes of a multi-worker job on loopback.
+Every child has a hard timeout and is killed when it is not needed any more.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +87,35 @@ class Job:
         return [
             (p.returncode, out, err) for p, (out, err) in zip(self.processes, outputs, strict=True)
         ]
+
+    def read_until(self, worker: int, line: str, timeout: float) -> list[str]:
+        """Worker ``worker``'s stdout lines up to the first that is ``line``, read from now.
+
+        Reads at most ``timeout`` seconds; raises ``TimeoutError`` (with the lines
+        seen) if ``line`` did not come by then, or the worker ended without it.
+        The lines are read by a helper thread, which ends when the worker's
+        stdout closes (at the latest when the job's context exits and kills it).
+        """
+        lines: queue.Queue[str | None] = queue.Queue()
+        stdout = self.processes[worker].stdout
+        assert stdout is not None
+
+        def pump() -> None:
+            for text in stdout:
+                lines.put(text.strip())
+                if text.strip() == line:
+                    return
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        seen: list[str] = []
+        end = time.monotonic() + timeout
+        while not seen or seen[-1] != line:
+            try:
+                text = lines.get(timeout=max(0.0, end - time.monotonic()))
+            except queue.Empty:
+                text = None
+            if text is None:
+                raise TimeoutError(f"worker {worker} never printed {line!r}; it printed {seen}")
+            seen.append(text)
+        return seen

@@ -1,8 +1,9 @@
 """MirroredStrategy on two logical CPUs trains exactly as one device on the same global batch.
 
-Each check's measurements come from ``_mirrored_cases.py``, run once per
-group in a fresh process (its two logical devices must be configured before
-TensorFlow starts); see that script for what every case trains.
+Each check's measurements come from the group "training" of
+``_mirrored_cases.py``, run once (with test_mirrored_api.py's group) in a
+fresh process by conftest.py's fixture -- its two logical devices must be
+configured before TensorFlow starts; see that script for what every case trains.
 """
 
 from __future__ import annotations
@@ -11,10 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.distribute.runner import run_json
-
-# One worker runs this module's tests, so its subprocess runs once.
-pytestmark = pytest.mark.xdist_group("distribute-training")
+# One worker runs this module's and test_mirrored_api.py's tests, so their process runs once.
+pytestmark = pytest.mark.xdist_group("distribute-mirrored")  # with conftest.py's process
 
 TOLERANCE = 1e-5
 TRAINING = [
@@ -36,8 +35,8 @@ TRAINING = [
 
 
 @pytest.fixture(scope="module")
-def training() -> dict[str, Any]:
-    return run_json("_mirrored_cases.py", "training", timeout=300)
+def training(mirrored_cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return mirrored_cases["training"]
 
 
 def check_equal(result: dict[str, Any]) -> None:

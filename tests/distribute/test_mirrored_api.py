@@ -1,7 +1,8 @@
 """MirroredStrategy: evaluation, non-finite steps, backups across replica counts, refusals.
 
-The measurements come from ``_mirrored_cases.py api``, run once in a fresh
-process (two logical CPUs); see that script for what every case does.
+The measurements come from the group "api" of ``_mirrored_cases.py``, run
+once (with test_mirrored.py's group) in a fresh process with two logical
+CPUs by conftest.py's fixture; see that script for what every case does.
 """
 
 from __future__ import annotations
@@ -10,15 +11,14 @@ from typing import Any
 
 import pytest
 
-from tests.distribute.runner import run_json
 from tests.distribute.test_mirrored import TOLERANCE, check_equal
 
-pytestmark = pytest.mark.xdist_group("distribute-api")
+pytestmark = pytest.mark.xdist_group("distribute-mirrored")  # with conftest.py's process
 
 
 @pytest.fixture(scope="module")
-def api() -> dict[str, Any]:
-    return run_json("_mirrored_cases.py", "api", timeout=300)
+def api(mirrored_cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return mirrored_cases["api"]
 
 
 def test_evaluate_predict_and_validation(api: dict[str, Any]) -> None:
@@ -65,7 +65,7 @@ def test_a_second_fit_traces_nothing_and_runs_without_xla(api: dict[str, Any]) -
 REFUSALS = {
     "keras_model_outside": ("ValueError", ["`task_or_model`", "strategy.scope()", "kernel"]),
     "built_model_outside": ("ValueError", ["strategy.scope()", "unbuilt"]),
-    "keras_optimizer_outside": ("ValueError", ["strategy.scope()", "adam/iteration"]),
+    "keras_optimizer_outside": ("ValueError", ["strategy.scope()", "outside_adam/iteration"]),
     "jit_true": ("ValueError", ["`jit_compile`", "jit_compile=True"]),
     "one_device": ("ValueError", ["`strategy`", "OneDeviceStrategy"]),
     "not_a_strategy": ("TypeError", ["`strategy`", "strategy='mirrored'"]),
