@@ -276,6 +276,53 @@ def keras_model() -> dict[str, Any]:
     return compare(build, fit_regression())
 
 
+class SignMomentum(gf.UpdateRule):
+    """A user's own rule, with a slot: steps along the sign of a gradient average."""
+
+    def create_state(self, variables: Any) -> None:
+        for var in variables:
+            self.add_slot(var, "average")
+
+    def apply(self, gradients: Any, variables: Any) -> None:
+        lr = self.current_learning_rate()
+        for g, var in zip(gradients, variables, strict=True):
+            average = self.get_slot(var, "average")
+            average.assign(0.8 * average + 0.2 * g)
+            var.assign_sub(tf.cast(lr, var.dtype) * tf.sign(average))
+
+
+@case("training")
+def user_rule() -> dict[str, Any]:
+    return compare(supervised(lambda: SignMomentum(0.01)), fit_regression())
+
+
+@case("training")
+def keras_cnn() -> dict[str, Any]:
+    # TF's "custom training with tf.distribute" tutorial in small: a Keras CNN on 8x8 images,
+    # 10 classes, cross-entropy from logits and accuracy, shuffled batches of 24 (12 + 12).
+    rng = np.random.default_rng(2)
+    images = rng.uniform(size=(100, 8, 8, 1)).astype(np.float32)
+    labels = (images[:, :4].mean(axis=(1, 2, 3)) * 10 % 10).astype(np.int32)
+
+    def build(strategy: Any) -> gf.Trainer:
+        keras.utils.set_random_seed(6)
+        model = keras.Sequential(
+            [
+                keras.Input((8, 8, 1)),
+                keras.layers.Conv2D(4, 3, activation="relu"),
+                keras.layers.MaxPooling2D(),
+                keras.layers.Flatten(),
+                keras.layers.Dense(10),
+            ]
+        )
+        loss = gf.SparseCategoricalCrossentropy(from_logits=True)
+        metrics = [gf.metrics.SparseCategoricalAccuracy()]
+        return gf.Trainer(model, loss, gf.Adam(0.01), metrics=metrics, strategy=strategy)
+
+    fit = lambda t: t.fit(images, labels, epochs=2, batch_size=24, seed=1)  # noqa: E731
+    return compare(build, fit)
+
+
 # -- api: evaluation, non-finite steps, checkpoints and backups, tracing, errors ---------
 
 

@@ -31,6 +31,8 @@ TRAINING = [
     "dataset_empty_replica",
     "weighted_metrics",
     "keras_model",
+    "user_rule",
+    "keras_cnn",
 ]
 
 
