@@ -29,7 +29,7 @@ from gradfit import _validation as v
 from gradfit import losses as losses_lib
 from gradfit import metrics as metrics_lib
 from gradfit._autograph import traced
-from gradfit.training.objective import takes_sample_weight
+from gradfit.training.objective import keras_unscaled, takes_sample_weight
 
 RESERVED_LOGS = ("loss", "lr", "grad_norm", "nonfinite_steps", "epoch")
 """Log names gradfit writes itself."""
@@ -154,7 +154,7 @@ def _plain(metric: Any, y: Any, pred: Any) -> tf.Tensor:
     """An unweighted metric's batch value."""
     if _is_weighted(metric) and not isinstance(metric, metrics_lib.Metric):
         return tf.reduce_mean(traced(metric.per_example)(y, pred))  # a gradfit Loss as a metric
-    return traced(metric)(y, pred)
+    return keras_unscaled(metric, traced(metric)(y, pred))  # (a Keras loss as a metric)
 
 
 def _weighted(metric: Any, y: Any, pred: Any, weights: Any) -> tuple[tf.Tensor, tf.Tensor]:
@@ -170,7 +170,9 @@ def _weighted(metric: Any, y: Any, pred: Any, weights: Any) -> tuple[tf.Tensor, 
         total = tf.reduce_sum(w)
         return tf.math.divide_no_nan(tf.reduce_sum(values * w), total), total
     weighing = _weights(y, weights, tf.float32)
-    value = tf.convert_to_tensor(traced(metric)(y, pred, sample_weight=weighing))
+    value = tf.convert_to_tensor(
+        keras_unscaled(metric, traced(metric)(y, pred, sample_weight=weighing))
+    )
     return value, tf.reduce_sum(_weights(y, weights, value.dtype))
 
 
