@@ -69,9 +69,6 @@ REFUSALS = {
     "jit_true": ("ValueError", ["`jit_compile`", "jit_compile=True"]),
     "one_device": ("ValueError", ["`strategy`", "OneDeviceStrategy"]),
     "not_a_strategy": ("TypeError", ["`strategy`", "strategy='mirrored'"]),
-    "unknown_length": ("ValueError", ["`x`", "assert_cardinality"]),
-    "grad_norm": ("ValueError", ["`callbacks`", "grad_norm"]),
-    "keras_metric": ("ValueError", ["`metrics`", "kmae"]),
 }
 
 

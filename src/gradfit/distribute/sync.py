@@ -18,6 +18,9 @@ a rule's ``apply`` called by a loop of the user's own under
 ``strategy.run`` (no share set) sums the replicas' gradients, as
 ``tf.distribute``'s convention (losses scaled by the global batch size)
 expects.
+
+:func:`global_gradients` gives the global batch's gradients of a step
+(for ``grad_norm``): those a rule has reduced, without another collective.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class _ReplicaLocal(threading.local):
     total: tf.Tensor | None = None
     depth: int = 0
     applying: frozenset[int] = frozenset()
+    reduced: tuple[tuple[Any, tf.Tensor], ...] = ()  # (a gradient, its all-reduced value)
 
 
 _local = _ReplicaLocal()
@@ -59,15 +63,15 @@ def replica_batch(rows: tf.Tensor, total: tf.Tensor) -> Iterator[None]:
         rows: The examples on this replica (a scalar tensor).
         total: The examples in the global batch, over all replicas.
     """
-    before = (_local.share, _local.rows, _local.total)
+    before = (_local.share, _local.rows, _local.total, _local.reduced)
     rows_f = tf.cast(rows, tf.float32)
     total_f = tf.cast(total, tf.float32)
     _local.share = tf.math.divide_no_nan(rows_f, total_f)
-    _local.rows, _local.total = rows_f, total_f
+    _local.rows, _local.total, _local.reduced = rows_f, total_f, ()
     try:
         yield
     finally:
-        _local.share, _local.rows, _local.total = before
+        _local.share, _local.rows, _local.total, _local.reduced = before
 
 
 def applying(rule: object) -> bool:
@@ -117,15 +121,39 @@ def summed_gradients(gradients: Sequence[Any]) -> Iterator[list[Any]]:
     if context is None or _local.depth:
         reduced = list(gradients)
     else:
-        dense = [tf.convert_to_tensor(g) for g in gradients]
-        if _local.share is not None:
-            dense = [_weighted(g, _local.share) for g in dense]
-        reduced = list(context.all_reduce(tf.distribute.ReduceOp.SUM, dense))
+        reduced = _all_reduced(context, gradients)
+        if _local.share is not None:  # (gradfit's step: kept for global_gradients)
+            _local.reduced += tuple(zip(gradients, reduced, strict=True))
     _local.depth += 1
     try:
         yield reduced
     finally:
         _local.depth -= 1
+
+
+def _all_reduced(context: Any, gradients: Sequence[Any]) -> list[tf.Tensor]:
+    """``sum_r share_r * g_r`` (dense) in every replica; without a share, ``sum_r g_r``."""
+    dense = [tf.convert_to_tensor(g) for g in gradients]
+    if _local.share is not None:
+        dense = [_weighted(g, _local.share) for g in dense]
+    return list(context.all_reduce(tf.distribute.ReduceOp.SUM, dense))
+
+
+def global_gradients(gradients: Sequence[Any]) -> list[Any]:
+    """``gradients`` of this replica's step as the global batch's (dense), for their norm.
+
+    A gradient an update rule of this step has all-reduced already
+    (:func:`summed_gradients`) is taken as reduced; the others are
+    all-reduced here, in one collective. Outside a replica context, the
+    gradients as they are.
+    """
+    context = replica_context()
+    if context is None:
+        return list(gradients)
+    found = [next((r for g_, r in _local.reduced if g_ is g), None) for g in gradients]
+    missing = [g for g, r in zip(gradients, found, strict=True) if r is None]
+    extra = iter(_all_reduced(context, missing) if missing else [])
+    return [next(extra) if r is None else r for r in found]
 
 
 def for_summing(gradients: Sequence[Any]) -> list[Any]:

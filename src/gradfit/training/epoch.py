@@ -469,7 +469,9 @@ class DatasetEpoch:
             if info.every_step:  # (for a dataset of unknown length, also before its end)
                 callbacks.on_train_batch_begin(done)
             count = info.saves.chunk_end(done, done + self.per_call) - done
-            count = count if known is None else min(count, known - done)  # (see replica_loops)
+            count = (
+                count if known is None else min(count, known - done)
+            )  # (no call past a known end)
             logs, batch_sizes, run_t, exhausted = self._call(iterator, count, epoch, done, counted)
             rows = logs.numpy()
             counted += len(rows)

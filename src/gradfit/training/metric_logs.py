@@ -9,7 +9,10 @@ epoch value:
 - Keras metric objects (stateful): updated every step, their value the
   metric's own ``result()``, so the epoch value is the last step's
   (``"running"``); reset before every epoch and evaluation, never fed the
-  probe's all-zero examples (the probe checks a fresh copy);
+  probe's all-zero examples (the probe checks a fresh copy). Under a
+  strategy their variables are ``SyncOnRead`` (each replica sums its own
+  share) and the Trainer reads the results after each step in
+  cross-replica context, where they are summed (:func:`replica_results`);
 - any other ``callable(y_true, y_pred) -> scalar``: the batch-size-weighted
   mean of its batch values (it sees no sample weights).
 
@@ -29,7 +32,7 @@ from gradfit import _validation as v
 from gradfit import losses as losses_lib
 from gradfit import metrics as metrics_lib
 from gradfit._autograph import traced
-from gradfit.training.objective import takes_sample_weight
+from gradfit.training.objective import keras_unscaled, takes_sample_weight
 
 RESERVED_LOGS = ("loss", "lr", "grad_norm", "nonfinite_steps", "epoch")
 """Log names gradfit writes itself."""
@@ -154,7 +157,7 @@ def _plain(metric: Any, y: Any, pred: Any) -> tf.Tensor:
     """An unweighted metric's batch value."""
     if _is_weighted(metric) and not isinstance(metric, metrics_lib.Metric):
         return tf.reduce_mean(traced(metric.per_example)(y, pred))  # a gradfit Loss as a metric
-    return traced(metric)(y, pred)
+    return keras_unscaled(metric, traced(metric)(y, pred))  # (a Keras loss as a metric)
 
 
 def _weighted(metric: Any, y: Any, pred: Any, weights: Any) -> tuple[tf.Tensor, tf.Tensor]:
@@ -170,7 +173,9 @@ def _weighted(metric: Any, y: Any, pred: Any, weights: Any) -> tuple[tf.Tensor, 
         total = tf.reduce_sum(w)
         return tf.math.divide_no_nan(tf.reduce_sum(values * w), total), total
     weighing = _weights(y, weights, tf.float32)
-    value = tf.convert_to_tensor(traced(metric)(y, pred, sample_weight=weighing))
+    value = tf.convert_to_tensor(
+        keras_unscaled(metric, traced(metric)(y, pred, sample_weight=weighing))
+    )
     return value, tf.reduce_sum(_weights(y, weights, value.dtype))
 
 
@@ -199,6 +204,40 @@ def reset(metrics: Mapping[str, Any]) -> None:
     for metric in metrics.values():
         if _is_keras_metric(metric):
             metric.reset_state()
+
+
+def replica_results(metrics: Mapping[str, Any], arg: str) -> dict[str, tf.Tensor]:
+    """Every Keras metric's ``result()``, to read in cross-replica context (see the module).
+
+    Under a strategy a Keras metric's variables are ``SyncOnRead`` and
+    summed over the replicas when read there; a metric with a variable
+    aggregated otherwise (a custom metric's ``aggregation="mean"``, say)
+    would read wrong, so it is refused with a ``ValueError``.
+
+    Args:
+        metrics: The metrics by name.
+        arg: The argument that holds them, for messages.
+    """
+    results = {}
+    for name, metric in metrics.items():
+        if not _is_keras_metric(metric):
+            continue
+        for var in metric.variables:
+            value = getattr(var, "value", var)
+            if (value.synchronization, value.aggregation) != _SUMMED_ON_READ:
+                raise ValueError(
+                    f"`{arg}` holds {name!r}, a Keras metric whose variable {var.name!r} is "
+                    f"{value.synchronization.name.lower()} and aggregated by "
+                    f"{value.aggregation.name}; under a `strategy` gradfit reads a metric's "
+                    "state summed over the replicas, which needs variables made with "
+                    "`add_variable(..., aggregation='sum')` (Keras's own metrics are). "
+                    f"Received: {v.echo(metric)}"
+                )
+        results[name] = metric.result()
+    return results
+
+
+_SUMMED_ON_READ = (tf.VariableSynchronization.ON_READ, tf.VariableAggregation.SUM)
 
 
 def probe_copy(metric: Any) -> Callable[..., Any]:

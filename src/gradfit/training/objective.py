@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from gradfit import _validation as v
 from gradfit._autograph import traced
+from gradfit.distribute import sync
 from gradfit.losses import Loss, check_loss, loss_name
 
 
@@ -41,10 +42,35 @@ def takes_sample_weight(loss: Any) -> bool:
 def weighted_loss(loss: Callable[..., Any], y: Any, pred: Any, weights: Any) -> tf.Tensor:
     """``loss(y, pred)``, examples weighted by ``weights`` (``None``: unweighted)."""
     if weights is None:
-        return traced(loss)(y, pred)
+        return keras_unscaled(loss, traced(loss)(y, pred))
     if isinstance(loss, Loss):
         return traced(loss.weighted)(y, pred, weights)
-    return traced(loss)(y, pred, sample_weight=weights)
+    return keras_unscaled(loss, traced(loss)(y, pred, sample_weight=weights))
+
+
+_SCALED_REDUCTIONS = ("sum_over_batch_size", "mean", "mean_with_sample_weight")
+
+
+@tf.autograph.experimental.do_not_convert  # plain Python over static values: fast to trace
+def keras_unscaled(loss: Any, value: Any) -> Any:
+    """A Keras loss's ``value`` as on one device: its replica's mean, not ``1 / replicas`` of it.
+
+    In a strategy's replica context a Keras 3 loss divides its mean by the
+    replicas in sync (Keras's ``fit`` then sums the replicas' gradients);
+    gradfit weighs each replica's mean by its share of the global batch
+    itself (:mod:`gradfit.distribute.sync`), so the factor is undone. On a
+    replica without examples (a ragged last batch) Keras returns its empty
+    per-example values; that replica's loss is their sum, zero (and its
+    share of the gradient nothing).
+    """
+    context = sync.replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    if not isinstance(loss, keras.losses.Loss) or loss.reduction not in _SCALED_REDUCTIONS:
+        return value
+    if value.shape.rank == 1 and value.shape[0] == 0:
+        return tf.reduce_sum(value)
+    return value * tf.cast(context.num_replicas_in_sync, value.dtype)
 
 
 def _is_nested(loss: Any) -> bool:

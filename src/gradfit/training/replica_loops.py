@@ -11,12 +11,16 @@ rules its share (:func:`gradfit.distribute.sync.replica_batch`) so they
 all-reduce the single-device gradient, and its logs are reduced to the
 global batch's values: a mean log weighted by each replica's examples, a
 ``"weighted"`` log by its weights, the non-finite flag set if any replica's
-is. Nothing here uses XLA (it does not compile across replicas).
+is; a ``"running"`` log (a Keras metric's result) is read again after the
+step, in cross-replica context, where the metric's ``SyncOnRead`` state is
+summed over the replicas (:meth:`gradfit.Task.running_logs`). A dataset of
+any length, known or not, runs many steps per call. Nothing here uses XLA
+(it does not compile across replicas).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import tensorflow as tf
@@ -119,14 +123,22 @@ class ReplicaLoops:
     Args:
         strategy: The strategy.
         columns: The step's log layout (how each log is reduced).
+        running: ``running() -> {name: value}``: the running logs (a task's
+            ``running_logs``), read after each step in cross-replica context.
     """
 
     shards = True  # each replica holds its part of the epoch, in step order (see `place`)
 
-    def __init__(self, strategy: tf.distribute.Strategy, columns: Columns) -> None:
+    def __init__(
+        self,
+        strategy: tf.distribute.Strategy,
+        columns: Columns,
+        running: Callable[[], Mapping[str, Any]] | None = None,
+    ) -> None:
         self.strategy = strategy
         self.columns = columns
         self.replicas = strategy.num_replicas_in_sync
+        self.running = running
         self.layout: sharding.Shards | None = None
 
     def place(self, arrays: tuple[tf.Tensor, ...], batch_size: int, *, ordered: bool) -> Any:
@@ -170,7 +182,23 @@ class ReplicaLoops:
             return logs
 
         logs = self.strategy.run(replica, args=args)
-        return self.strategy.experimental_local_results(logs)[0]
+        return self._read_running(self.strategy.experimental_local_results(logs)[0])
+
+    def _read_running(self, logs: tf.Tensor) -> tf.Tensor:
+        """``logs`` with every running log read after the step, across the replicas.
+
+        A replica's running log is its own share's (a Keras metric's
+        ``SyncOnRead`` variables hold one partial sum per replica); read here,
+        in cross-replica context, the variables are summed: the global value.
+        """
+        names = self.columns.running
+        if not names or self.running is None:
+            return logs
+        with tf.control_dependencies([logs]):
+            values = self.running()
+        index = [[self.columns.names.index(name)] for name in names]
+        read = tf.stack([tf.cast(values[name], logs.dtype) for name in names])
+        return tf.tensor_scatter_nd_update(logs, index, read)
 
     def _array_batch(self, pack: loops.Pack, *, last: bool) -> BatchOf:
         """``batch_of(shard, step)``: this replica's rows of global batch ``step``, from its shard.
@@ -265,39 +293,59 @@ class ReplicaLoops:
     ) -> Callable[..., Any]:
         """:func:`gradfit.training.loops.dataset_loop` over a distributed iterator.
 
-        ``step`` is :meth:`dataset_step`'s: its last value is the element's examples.
+        ``step`` is :meth:`dataset_step`'s (maybe as a ``tf.function``, whose
+        Python function the loop traces inline): its last value is the
+        element's examples.
         """
-        return _dataset_loop(step, num_logs, log_dtype, flag=flag, limit=limit)
+        return _dataset_loop(
+            getattr(step, "python_function", step), num_logs, log_dtype, flag=flag, limit=limit
+        )
 
 
 def _dataset_loop(
     step: loops.Step, num_logs: int, log_dtype: tf.DType, *, flag: int | None, limit: int
 ) -> Callable[..., Any]:
-    """:func:`gradfit.training.loops.dataset_loop` for a dataset of known length.
+    """:func:`gradfit.training.loops.dataset_loop` for a distributed iterator, of any length.
 
-    ``step`` (:meth:`ReplicaLoops.dataset_step`'s) gives the logs, then the
-    element's examples. Every iteration takes an element and runs
-    ``strategy.run``: under a ``tf.cond`` (which ``get_next_as_optional``
-    needs) ``MirroredStrategy``'s replica functions do not run, so the
-    runner asks for no more steps than the epoch has left.
+    ``step`` gives the logs, then the element's examples. As in
+    :func:`gradfit.training.loops.dataset_loop`, each iteration takes
+    ``get_next_as_optional()`` and runs the step under a ``tf.cond`` on its
+    ``has_value()`` (true while any replica has examples; the others get
+    empty batches), so a dataset of unknown length runs many steps per call
+    and stops at its end. The step is traced inline: a ``tf.function``
+    taking a distributed element, called inside that ``tf.cond``, fails at
+    run time with an unfed placeholder (TensorFlow 2.21); it has no XLA to
+    gain under a strategy anyway.
     """
 
     def loop(
         iterator: Any, num_steps: tf.Tensor, run: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-        def body(i: tf.Tensor, run: tf.Tensor, logs: Any, sizes: Any) -> tuple[Any, ...]:
-            out = step(iterator.get_next())
-            run = run if flag is None else tf.where(out[flag] > 0, run + 1, tf.zeros_like(run))
-            logs = logs.write(i, out[:num_logs])
-            return i + 1, run, logs, sizes.write(i, tf.cast(out[num_logs], tf.int32))
+        def more(i: tf.Tensor, run: tf.Tensor, exhausted: tf.Tensor, *_: Any) -> tf.Tensor:
+            return tf.logical_and(tf.logical_and(i < num_steps, run < limit), ~exhausted)
+
+        def body(i: tf.Tensor, run: tf.Tensor, exhausted: tf.Tensor, logs: Any, sizes: Any) -> Any:
+            element = iterator.get_next_as_optional()
+
+            def consume() -> tuple[Any, ...]:
+                out = step(element.get_value())
+                if flag is not None:
+                    run_ = tf.where(out[flag] > 0, run + 1, tf.zeros_like(run))
+                else:
+                    run_ = run
+                rows = tf.cast(out[num_logs], tf.int32)
+                written = (logs.write(i, out[:num_logs]), sizes.write(i, rows))
+                return (i + 1, run_, tf.constant(False), *written)
+
+            def stop() -> tuple[Any, ...]:
+                return i, run, tf.constant(True), logs, sizes
+
+            return tf.cond(element.has_value(), consume, stop)
 
         logs = tf.TensorArray(log_dtype, size=0, dynamic_size=True, element_shape=[num_logs])
         sizes = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[])
-        _, run, logs, sizes = tf.while_loop(
-            lambda i, run, *_: tf.logical_and(i < num_steps, run < limit),
-            body,
-            (tf.constant(0), run, logs, sizes),
-        )
-        return logs.stack(), sizes.stack(), run, tf.constant(False)
+        start = (tf.constant(0), run, tf.constant(False), logs, sizes)
+        _, run, exhausted, logs, sizes = tf.while_loop(more, body, start)
+        return logs.stack(), sizes.stack(), run, exhausted
 
     return loop

@@ -136,36 +136,31 @@ class Replicas:
             self._adopt(task)
             yield
 
-    def check(self, columns: Columns, train: Any) -> None:
-        """A ``ValueError`` for a fit these replicas cannot run, before anything changes."""
-        if self.strategy is None:
+    def check(self, columns: Columns, task: Any) -> None:
+        """A ``ValueError`` for a fit these replicas cannot run, before anything changes.
+
+        Its running logs must be ones ``task.running_logs()`` gives (read
+        after each step, summed over the replicas); that call also refuses
+        a metric whose state would not sum.
+        """
+        if self.strategy is None or not columns.running:
             return
-        if "grad_norm" in columns.names:
+        with self.strategy.scope():
+            given = task.running_logs()
+        missing = [name for name in columns.running if name not in given]
+        if missing:
             raise ValueError(
-                "`callbacks` ask for the gradients' global norm (`grad_norm`), which gradfit "
-                "does not compute under a `strategy` yet; remove that callback or its "
-                "gradient norm option."
-            )
-        if columns.running:
-            raise ValueError(
-                "`metrics` holds stateful (Keras) metrics, whose running values gradfit does "
-                "not reduce across replicas yet; use gradfit's metrics (gf.metrics), whose "
-                f"epoch values are exact under a `strategy`. Received: logs {columns.running}"
-            )
-        if train.steps is None:
-            raise ValueError(
-                "`x` must be a tf.data.Dataset of known length under a `strategy` (its "
-                "replicas step together, so each call runs a known number of steps); "
-                "batch a finite dataset, or give its length with "
-                "`dataset.apply(tf.data.experimental.assert_cardinality(n))`. "
-                f"Received: x={getattr(train, 'dataset', train)}"
+                f"`task_or_model` logs {missing} as 'running' (see `Task.log_kinds`) but its "
+                "`running_logs()` does not give them; under a `strategy` gradfit reads a "
+                "running log after each step, across the replicas, from `running_logs()`. "
+                f"Received: running_logs() keys {sorted(given)}"
             )
 
-    def loops(self, columns: Columns) -> LocalLoops | ReplicaLoops:
-        """The loops an epoch runner uses, for step logs of ``columns``."""
+    def loops(self, columns: Columns, task: Any) -> LocalLoops | ReplicaLoops:
+        """The loops an epoch runner uses, for step logs of ``columns`` of ``task``."""
         if self.strategy is None:
             return LocalLoops()
-        return ReplicaLoops(self.strategy, columns)
+        return ReplicaLoops(self.strategy, columns, task.running_logs)
 
     def _adopt(self, task: Any) -> None:
         """Moves rules' scalars into the scope; a ``ValueError`` for other outside state."""

@@ -3,7 +3,8 @@
 The compiled loops (:mod:`gradfit.training.loops`) write one vector per
 step. :func:`train_step` turns the task's dict of scalar logs into that
 vector, in the order of :class:`Columns`: the logged values, the global
-norm of the gradients when a callback asks for it, and, when steps are
+norm of the gradients when a callback asks for it (under a strategy, of
+the global batch's gradients), and, when steps are
 checked, a last column that is 1 for a step whose logs (or gradients, for
 a :class:`~gradfit.training.task.StepLogs`) are not all finite.
 
@@ -24,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from gradfit._autograph import function, traced
+from gradfit.distribute import sync
 from gradfit.training.loops import Step
 
 
@@ -130,6 +132,15 @@ def present_gradients(logs: Mapping[str, Any]) -> list[tf.Tensor]:
     ]
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python over static values: fast to trace
+def _global_norm(logs: Mapping[str, Any], gradients: list[tf.Tensor]) -> tf.Tensor:
+    """The gradients' global norm; in a replica's step, the global batch's gradients' norm."""
+    if sync.replica_context() is None:
+        return tf.linalg.global_norm(gradients)
+    given = [g for g in getattr(logs, "gradients", ()) if g is not None]
+    return tf.linalg.global_norm(sync.global_gradients(given))
+
+
 def train_step(task: Any, names: Sequence[str], columns: Columns, dtype: tf.DType) -> Step:
     """Returns ``step(batch) -> logs[k]``: ``task.train_step`` as a vector of ``columns``.
 
@@ -148,7 +159,7 @@ def train_step(task: Any, names: Sequence[str], columns: Columns, dtype: tf.DTyp
         outputs = [tf.cast(value, dtype) for value in values]
         gradients = present_gradients(logs)
         if with_norm:
-            outputs.append(tf.cast(tf.linalg.global_norm(gradients), dtype))
+            outputs.append(tf.cast(_global_norm(logs, gradients), dtype))
         outputs += _weights(logs, columns.weighted, dtype, "train_step")
         if columns.flag is not None:
             finite = tf.constant(True)

@@ -300,6 +300,13 @@ class SupervisedTask(Task):
             **metric_logs.kinds(self.weighted_metrics, weighted=True),
         }
 
+    def running_logs(self) -> dict[str, tf.Tensor]:
+        """The Keras metrics' results (read after each step under a strategy)."""
+        return {
+            **metric_logs.replica_results(self.metrics, "metrics"),
+            **metric_logs.replica_results(self.weighted_metrics, "weighted_metrics"),
+        }
+
     def reset_metrics(self) -> None:
         """Resets the Keras metrics."""
         metric_logs.reset(self._all_metrics())

@@ -152,6 +152,21 @@ class Task(tf.Module, abc.ABC):
         """
         return {}
 
+    def running_logs(self) -> Mapping[str, Any]:
+        """The current values of the ``"running"`` logs, from the task's state, by name.
+
+        Under a ``tf.distribute`` strategy each replica's step sees only its
+        share of a stateful metric: a Keras metric's variables are
+        ``SyncOnRead``, one partial sum per replica, and its ``result()`` in
+        the step is that replica's. So after every step the Trainer reads
+        the running logs here instead, in cross-replica context, where such
+        variables read as their sum over the replicas: the global batch's
+        value, as on one device. A task that declares ``"running"`` logs
+        trains under a strategy only if it gives them here (the default
+        gives none). Called while tracing the loop, and once eagerly to check.
+        """
+        return {}
+
     def reset_metrics(self) -> None:
         """Resets stateful metrics, eagerly: before every epoch's first step and every evaluation.
 

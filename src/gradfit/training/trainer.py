@@ -104,12 +104,14 @@ def _bind_backups(callbacks: CallbackList, history: History) -> list[BackupAndRe
     return backups
 
 
-def _run_state(columns: step_lib.Columns, train: data_lib.Data, replicas: Replicas) -> RunState:
+def _run_state(
+    columns: step_lib.Columns, train: data_lib.Data, replicas: Replicas, task: Task
+) -> RunState:
     """A fresh run's state: where a fit of these logs and data stands before its first step.
 
     A fit the replicas cannot run is refused first (:meth:`Replicas.check`).
     """
-    replicas.check(columns, train)
+    replicas.check(columns, task)
     return RunState(
         writes_files=replicas.writes,
         step_log_width=columns.width,
@@ -374,7 +376,7 @@ class Trainer:
         callback_list, history = self._callbacks(extra)
         columns = _columns(self.task, names, callback_list, flag=self.nonfinite.checks)
         self._set_params(callback_list, epochs, train, val, columns)
-        previous, self.state = self.state, _run_state(columns, train, self.replicas)
+        previous, self.state = self.state, _run_state(columns, train, self.replicas, self.task)
         backups = _bind_backups(callback_list, history)
         try:
             _start(self, previous, callback_list, backups, example, seed)
@@ -496,7 +498,7 @@ class Trainer:
             self.state,
             StepSaves(backups, self.state),
             every_step=every_step,
-            loops=self.replicas.loops(columns),
+            loops=self.replicas.loops(columns, self.task),
         )
         step = step_lib.train_step(self.task, names, columns, dtype)
         per_call = 1 if every_step else self.steps_per_execution

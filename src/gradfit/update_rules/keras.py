@@ -26,6 +26,11 @@ class KerasOptimizer(UpdateRule):
     summed: given repeated indices, Keras 3's TensorFlow backend (Adam, for
     one) updates differently from the equivalent dense gradient.
 
+    Under a ``tf.distribute`` strategy the optimizer's ``clipnorm``,
+    ``global_clipnorm`` and ``clipvalue`` act on the global batch's gradient,
+    as on one device: gradfit clips it before the optimizer's own
+    all-reduce (which would clip each replica's part of the sum instead).
+
     Args:
         optimizer: A Keras 3 optimizer instance.
         name: Name of the module.
@@ -79,5 +84,26 @@ class KerasOptimizer(UpdateRule):
     def apply(self, gradients: Sequence[Any], variables: Sequence[tf.Variable]) -> None:
         """Lets the wrapped optimizer update ``variables``."""
         gradients = [sum_duplicates(g) if isinstance(g, tf.IndexedSlices) else g for g in gradients]
-        # Under a strategy the optimizer sums the replicas' gradients itself.
+        # Under a strategy the optimizer sums the replicas' parts itself, and would clip each
+        # part (a fraction of the global gradient): the global gradient is clipped here.
+        context = sync.replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            gradients = _clipped(self.optimizer, gradients)
         self.optimizer.apply(sync.for_summing(gradients), list(variables))
+
+
+def _clipped(optimizer: Any, gradients: Sequence[Any]) -> list[Any]:
+    """``gradients`` clipped as ``optimizer`` clips them itself (its three options).
+
+    The same maths as Keras's (``tf.clip_by_norm`` per tensor, the global
+    norm's ``clip * min(1 / norm, 1 / clip)``, ``tf.clip_by_value``); its
+    own clipping of the parts that follow is then a no-op (to rounding).
+    """
+    if optimizer.clipnorm and optimizer.clipnorm > 0:
+        return [tf.clip_by_norm(g, optimizer.clipnorm) for g in gradients]
+    if optimizer.global_clipnorm and optimizer.global_clipnorm > 0:
+        return list(tf.clip_by_global_norm(list(gradients), optimizer.global_clipnorm)[0])
+    if optimizer.clipvalue and optimizer.clipvalue > 0:
+        bound = optimizer.clipvalue
+        return [tf.clip_by_value(g, -bound, bound) for g in gradients]
+    return list(gradients)
