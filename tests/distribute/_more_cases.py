@@ -162,7 +162,8 @@ def generator_whole_epoch_per_call() -> dict[str, Any]:
 
 @case
 def keras_metrics_and_grad_norm() -> dict[str, Any]:
-    # Three classes, sample weights, a Keras metric and a weighted one, validation data,
+    # Three classes, sample weights, a Keras metric and a weighted one, a Keras loss as a
+    # weighted metric (its batch value divides by the examples, not the weights), validation data,
     # 3 steps per call, a callback asking for grad_norm; then evaluate.
     x, y = classes(70, 3)
     xv, yv = classes(30, 3, seed=1)
@@ -175,7 +176,10 @@ def keras_metrics_and_grad_norm() -> dict[str, Any]:
             keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             gf.SGD(0.1),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="kacc")],
-            weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="wkacc")],
+            weighted_metrics={
+                "wkacc": keras.metrics.SparseCategoricalAccuracy(name="wkacc"),
+                "wkloss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            },
             strategy=strategy,
             steps_per_execution=3,
             callbacks=[steps],

@@ -51,7 +51,7 @@ def test_keras_metrics_are_global_in_steps_epochs_validation_and_evaluate(
 ) -> None:
     result = more["keras_metrics_and_grad_norm"]
     check_equal(result, steps=10)
-    for name in ("kacc", "wkacc"):
+    for name in ("kacc", "wkacc", "wkloss"):
         assert result["step"][name] < TOLERANCE
         assert result["epoch"][name] < TOLERANCE and result["epoch"][f"val_{name}"] < TOLERANCE
         assert result["evaluate"][name] < TOLERANCE

@@ -101,6 +101,25 @@ def global_batch_size() -> tf.Tensor | None:
     return _local.total
 
 
+def global_batch_mean(value: tf.Tensor) -> tf.Tensor:
+    """A replica's mean over its own examples as the mean over the global batch.
+
+    One SUM all-reduce of ``value * rows`` (zero for a replica without
+    examples), over the global batch's examples: every replica gets the
+    value one device computes on the global batch. ``value`` itself outside
+    gradfit's replicated step. For a batch value that divides by examples
+    but is combined across steps by another weight (a Keras loss as a
+    weighted metric divides its weighted sum by the examples).
+    """
+    context = replica_context()
+    if context is None or _local.rows is None or _local.total is None:
+        return value
+    rows = tf.cast(_local.rows, value.dtype)
+    part = tf.where(rows > 0, value * rows, tf.zeros_like(value))
+    summed = context.all_reduce(tf.distribute.ReduceOp.SUM, part)
+    return summed / tf.cast(_local.total, value.dtype)
+
+
 @tf.autograph.experimental.do_not_convert  # plain Python over static values: fast to trace
 def _weighted(gradient: tf.Tensor, share: tf.Tensor) -> tf.Tensor:
     """``share * gradient``; exactly zero for a replica without examples (no NaN leaks)."""

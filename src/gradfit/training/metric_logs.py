@@ -32,6 +32,7 @@ from gradfit import _validation as v
 from gradfit import losses as losses_lib
 from gradfit import metrics as metrics_lib
 from gradfit._autograph import traced
+from gradfit.distribute import sync
 from gradfit.training.objective import keras_unscaled, takes_sample_weight
 
 RESERVED_LOGS = ("loss", "lr", "grad_norm", "nonfinite_steps", "epoch")
@@ -176,7 +177,8 @@ def _weighted(metric: Any, y: Any, pred: Any, weights: Any) -> tuple[tf.Tensor, 
     value = tf.convert_to_tensor(
         keras_unscaled(metric, traced(metric)(y, pred, sample_weight=weighing))
     )
-    return value, tf.reduce_sum(_weights(y, weights, value.dtype))
+    # (Its value divides by the examples, so replicas combine by examples, not weights.)
+    return sync.global_batch_mean(value), tf.reduce_sum(_weights(y, weights, value.dtype))
 
 
 def update(
