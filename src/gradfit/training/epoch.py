@@ -412,6 +412,7 @@ class DatasetEpoch:
         jit: Jit,
     ) -> None:
         self.run_info, self.dataset, self.known = run, data.dataset, data.steps
+        self.distributed: Any = None  # the dataset as the loops iterate it, once made
         self.per_call = per_call or self.known or 2**31 - 1
         columns, policy = run.columns, run.policy
         state = run.state_variables(always=True)
@@ -461,7 +462,12 @@ class DatasetEpoch:
         info.begin_epoch(callbacks)
         # A resumed epoch skips the batches it had done (same order for a dataset that
         # does not reshuffle itself; see BackupAndRestore).
-        iterator = iter(info.loops.distribute(self.dataset.skip(start) if start else self.dataset))
+        if start:
+            iterator = iter(info.loops.distribute(self.dataset.skip(start)))
+        else:  # (distributed once per fit: under a strategy that costs ~10 ms)
+            if self.distributed is None:
+                self.distributed = info.loops.distribute(self.dataset)
+            iterator = iter(self.distributed)
         chunks: list[np.ndarray] = [] if prior is None else [prior[0]]
         sizes: list[np.ndarray] = [] if prior is None else [prior[1]]
         done, counted = start, self.guard.steps_done()
