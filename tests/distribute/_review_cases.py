@@ -120,6 +120,41 @@ def mixed_precision() -> dict[str, Any]:
     return result
 
 
+# -- a task of its own whose loss is a sum, by global_batch_size()'s recipe -------------------
+
+
+class SumOfSquares(gf.Task):
+    """Loss: the sum of squared errors over the batch (not a mean)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model, self.rule = gf.MLP((4,), seed=2), gf.SGD(0.005)
+
+    def build(self, batch: Any) -> None:
+        self.model.maybe_build(batch[0].shape)
+        self.rule.build(self.model.trainable_variables)
+
+    def train_step(self, batch: Any) -> dict[str, tf.Tensor]:
+        x, y = batch
+        total = gf.distribute.global_batch_size()
+        with tf.GradientTape() as tape:
+            errors = tf.square(self.model(x) - y)
+            loss = tf.reduce_sum(errors) if total is None else tf.reduce_mean(errors) * total
+        variables = self.model.trainable_variables
+        self.rule.apply(tape.gradient(loss, variables), variables)
+        return {"loss": loss}
+
+
+@case
+def sum_loss_recipe() -> dict[str, Any]:
+    x, y = regression(70)
+    one = gf.Trainer(SumOfSquares())
+    with STRATEGY.scope():
+        two = gf.Trainer(SumOfSquares())
+    losses = [t.fit(x, y, epochs=1, batch_size=16, seed=1).history["loss"] for t in (one, two)]
+    return {"variables": largest(values(one), values(two)), "loss": largest(*losses)}
+
+
 # -- refusals ---------------------------------------------------------------------------------
 
 

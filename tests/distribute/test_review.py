@@ -63,3 +63,9 @@ def test_an_already_distributed_dataset_is_refused(review: dict[str, Any]) -> No
     refused = review["distributed_dataset"]
     assert refused["type"] == "TypeError", refused
     assert "`x`" in refused["message"] and "distributed already" in refused["message"], refused
+
+
+def test_global_batch_size_recipe_for_a_sum_loss_equals_one_device(review: dict[str, Any]) -> None:
+    result = review["sum_loss_recipe"]
+    assert "error" not in result, result
+    assert result["variables"] < 1e-5 and result["loss"] < 1e-4, result  # (a loss of ~100)

@@ -98,10 +98,16 @@ def in_apply(rule: object) -> Iterator[None]:
 def global_batch_size() -> tf.Tensor | None:
     """The examples in the global batch of the step being traced (a float32 scalar tensor).
 
-    For a :class:`gradfit.Task` whose loss is not a mean over its batch: on
-    a replica, ``sum(per_example_losses) / global_batch_size()`` is its part
-    of the global loss. ``None`` outside gradfit's replicated step (on one
-    device, the batch is the global batch).
+    Every replica's gradient is weighed by its share of the global batch
+    (examples here over examples there), so a replica's loss must be its
+    *mean* over its own batch times what one device multiplies the mean by.
+    For a :class:`gradfit.Task` whose loss is a sum over its batch,
+    ``tf.reduce_mean(per_example_losses) * global_batch_size()`` on a
+    replica is ``tf.reduce_sum(per_example_losses)`` on one device (not
+    ``sum / global_batch_size()``, TensorFlow's convention for summed
+    gradients: weighed again, its gradient would be ``1 / replicas`` too
+    small). ``None`` outside gradfit's replicated step (on one device, the
+    batch is the global batch).
     """
     return _local.total
 
