@@ -82,6 +82,16 @@ def _refuse_weights_without_targets(
     )
 
 
+def _refuse_distributed(name: str, x: Any) -> None:
+    """A ``TypeError`` for a dataset a strategy has distributed already (gradfit does that)."""
+    if isinstance(x, tf.distribute.DistributedDataset):
+        raise TypeError(
+            f"`{name}` must be a tf.data.Dataset of global batches, not one that a strategy "
+            "has distributed already: pass the dataset itself (the Trainer's `strategy` splits "
+            f"every batch over its replicas). {v.received(name, x)}"
+        )
+
+
 def prepare(
     x: Any,
     y: Any,
@@ -114,6 +124,7 @@ def prepare(
     x_name, y_name = names
     batch_size = v.optional_positive_int("batch_size", batch_size)
     class_weight = check_class_weight(class_weight)
+    _refuse_distributed(x_name, x)
     if isinstance(x, tf.data.Dataset):
         _check_dataset_args(names, y, batch_size, sample_weight)
         return from_dataset(

@@ -74,6 +74,11 @@ def replica_batch(rows: tf.Tensor, total: tf.Tensor) -> Iterator[None]:
         _local.share, _local.rows, _local.total, _local.reduced = before
 
 
+def replicated_step() -> bool:
+    """Whether one replica's step of gradfit's replicated loop is being traced."""
+    return _local.share is not None and replica_context() is not None
+
+
 def applying(rule: object) -> bool:
     """Whether ``rule``'s ``apply`` is running on this thread (replica threads apply at once)."""
     return id(rule) in _local.applying
@@ -93,10 +98,16 @@ def in_apply(rule: object) -> Iterator[None]:
 def global_batch_size() -> tf.Tensor | None:
     """The examples in the global batch of the step being traced (a float32 scalar tensor).
 
-    For a :class:`gradfit.Task` whose loss is not a mean over its batch: on
-    a replica, ``sum(per_example_losses) / global_batch_size()`` is its part
-    of the global loss. ``None`` outside gradfit's replicated step (on one
-    device, the batch is the global batch).
+    Every replica's gradient is weighed by its share of the global batch
+    (examples here over examples there), so a replica's loss must be its
+    *mean* over its own batch times what one device multiplies the mean by.
+    For a :class:`gradfit.Task` whose loss is a sum over its batch,
+    ``tf.reduce_mean(per_example_losses) * global_batch_size()`` on a
+    replica is ``tf.reduce_sum(per_example_losses)`` on one device (not
+    ``sum / global_batch_size()``, TensorFlow's convention for summed
+    gradients: weighed again, its gradient would be ``1 / replicas`` too
+    small). ``None`` outside gradfit's replicated step (on one device, the
+    batch is the global batch).
     """
     return _local.total
 
@@ -136,18 +147,43 @@ def summed_gradients(gradients: Sequence[Any]) -> Iterator[list[Any]]:
     Elsewhere, or inside a rule that a reducing rule calls (``chain``'s
     rule, ``accumulate``'s), the gradients as they are.
     """
-    context = replica_context()
-    if context is None or _local.depth:
-        reduced = list(gradients)
-    else:
-        reduced = _all_reduced(context, gradients)
-        if _local.share is not None:  # (gradfit's step: kept for global_gradients)
-            _local.reduced += tuple(zip(gradients, reduced, strict=True))
+    # (reduce_gradients is the identity outside a replica context)
+    reduced = list(gradients) if _local.depth else reduce_gradients(gradients)
     _local.depth += 1
     try:
         yield reduced
     finally:
         _local.depth -= 1
+
+
+def reduce_gradients(gradients: Sequence[Any]) -> list[Any]:
+    """``gradients`` as the global batch's: ``sum_r share_r * g_r`` (dense), in every replica.
+
+    A gradient that is already one of this step's all-reduced values
+    passes through, so gradients reduced once -- by a loss scale deciding,
+    before its conditional, whether the step is finite -- are not reduced
+    again by the rule applying them inside it (where a collective cannot
+    run). In gradfit's step the pairs are kept for :func:`global_gradients`.
+    Outside a replica context, the gradients as they are.
+    """
+    context = replica_context()
+    if context is None:
+        return list(gradients)
+    done = [_reduced_value(g) for g in gradients]
+    missing = [g for g, r in zip(gradients, done, strict=True) if r is None]
+    extra = iter(_all_reduced(context, missing) if missing else [])
+    reduced = [next(extra) if r is None else r for r in done]
+    if _local.share is not None:  # (gradfit's step: kept for global_gradients)
+        _local.reduced += tuple(zip(gradients, reduced, strict=True))
+    return reduced
+
+
+def _reduced_value(gradient: Any) -> tf.Tensor | None:
+    """``gradient``'s all-reduced value if this step reduced it (or it is one), else ``None``."""
+    for given, reduced in _local.reduced:
+        if gradient is given or gradient is reduced:
+            return reduced
+    return None
 
 
 def _all_reduced(context: Any, gradients: Sequence[Any]) -> list[tf.Tensor]:
@@ -169,7 +205,7 @@ def global_gradients(gradients: Sequence[Any]) -> list[Any]:
     context = replica_context()
     if context is None:
         return list(gradients)
-    found = [next((r for g_, r in _local.reduced if g_ is g), None) for g in gradients]
+    found = [_reduced_value(g) for g in gradients]
     missing = [g for g, r in zip(gradients, found, strict=True) if r is None]
     extra = iter(_all_reduced(context, missing) if missing else [])
     return [next(extra) if r is None else r for r in found]

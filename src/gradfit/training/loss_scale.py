@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from gradfit import _validation as v
+from gradfit.distribute import sync
 
 _HALF_DTYPES = (tf.float16, tf.bfloat16)
 
@@ -47,6 +48,27 @@ def _unscale_one(gradient: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
     dtype = tf.float32 if gradient.dtype in _HALF_DTYPES else gradient.dtype
     unscaled = tf.cast(gradient, dtype) / tf.cast(scale, dtype)
     return tf.cast(unscaled, gradient.dtype)
+
+
+def _unscale_gradient(gradient: Any, scale: tf.Tensor) -> Any:
+    """``gradient / scale``: a tensor, or ``tf.IndexedSlices`` whose values are divided."""
+    if isinstance(gradient, tf.IndexedSlices):
+        values = _unscale_one(gradient.values, scale)
+        return tf.IndexedSlices(values, gradient.indices, gradient.dense_shape)
+    return _unscale_one(tf.convert_to_tensor(gradient), scale)
+
+
+def _global(gradients: list[Any]) -> list[Any]:
+    """A replica's gradients (``None`` kept) as the global batch's, reduced once, here.
+
+    Under a strategy the step's finiteness is the global gradient's, the
+    same on every replica, and the rule that :meth:`LossScale.apply_if_finite`
+    runs inside its conditional (where no collective can run) finds them
+    reduced already (:func:`gradfit.distribute.sync.reduce_gradients`).
+    """
+    given = [g for g in gradients if g is not None]
+    reduced = iter(sync.reduce_gradients(given) if given else [])
+    return [None if g is None else next(reduced) for g in gradients]
 
 
 class LossScale(tf.Module):
@@ -114,19 +136,14 @@ class LossScale(tf.Module):
             gradient is finite (``True`` when all are ``None``).
         """
         scale = tf.convert_to_tensor(self.scale)
-        unscaled: list[Any] = []
-        checks: list[tf.Tensor] = []
-        for g in gradients:
-            if g is None:
-                unscaled.append(None)
-                continue
-            if isinstance(g, tf.IndexedSlices):
-                values = _unscale_one(g.values, scale)
-                unscaled.append(tf.IndexedSlices(values, g.indices, g.dense_shape))
-            else:
-                values = _unscale_one(tf.convert_to_tensor(g), scale)
-                unscaled.append(values)
-            checks.append(tf.reduce_all(tf.math.is_finite(values)))
+        unscaled = [None if g is None else _unscale_gradient(g, scale) for g in gradients]
+        if sync.replicated_step():
+            unscaled = _global(unscaled)
+        checks = [
+            tf.reduce_all(tf.math.is_finite(g.values if isinstance(g, tf.IndexedSlices) else g))
+            for g in unscaled
+            if g is not None
+        ]
         finite = tf.reduce_all(tf.stack(checks)) if checks else tf.constant(True)
         return unscaled, finite
 

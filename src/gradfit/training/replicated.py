@@ -22,7 +22,8 @@ from gradfit import _validation as v
 from gradfit.distribute import cluster
 from gradfit.training.replica_loops import LocalLoops, ReplicaLoops
 from gradfit.training.step import Columns
-from gradfit.update_rules import UpdateRule
+from gradfit.update_rules import KerasOptimizer, UpdateRule
+from gradfit.update_rules.transforms import Accumulate
 
 SUPPORTED = (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
 """The strategies gradfit trains on (besides TensorFlow's default one)."""
@@ -119,6 +120,24 @@ class Replicas:
             )
         return False
 
+    def check_scope(self) -> None:
+        """A ``ValueError`` if called inside the scope of a strategy other than this one.
+
+        A trainer runs on the strategy it was made with (or with none): one
+        made outside a scope and called inside it would build its variables
+        there and train them outside the replicas.
+        """
+        if not tf.distribute.has_strategy() or tf.distribute.get_strategy() is self.strategy:
+            return
+        mine = "no strategy" if self.strategy is None else type(self.strategy).__name__
+        current = type(tf.distribute.get_strategy()).__name__
+        raise ValueError(
+            f"This Trainer runs on {mine} but is called inside the scope of another "
+            f"strategy ({current}): make the Trainer inside that scope, or pass it as "
+            "`strategy=`, and call it outside any other strategy's scope. "
+            f"Received: tf.distribute.get_strategy()={tf.distribute.get_strategy()!r}"
+        )
+
     @contextlib.contextmanager
     def scope(self, task: Any) -> Iterator[None]:
         """The strategy's scope, where ``task``'s variables are made (no-op without one).
@@ -141,9 +160,13 @@ class Replicas:
 
         Its running logs must be ones ``task.running_logs()`` gives (read
         after each step, summed over the replicas); that call also refuses
-        a metric whose state would not sum.
+        a metric whose state would not sum. A Keras optimizer must not
+        update inside a conditional (:func:`_check_conditional_keras`).
         """
-        if self.strategy is None or not columns.running:
+        if self.strategy is None:
+            return
+        _check_conditional_keras(task)
+        if not columns.running:
             return
         with self.strategy.scope():
             given = task.running_logs()
@@ -187,6 +210,44 @@ class Replicas:
     def _inside(self, var: tf.Variable) -> bool:
         assert self.strategy is not None  # (only called under a strategy)
         return bool(self.strategy.extended.variable_created_in_scope(var))
+
+
+def _conditional_keras(task: Any) -> str | None:
+    """Where ``task``'s Keras optimizer would update inside a conditional, else ``None``.
+
+    A Keras optimizer updates through ``merge_call`` (its all-reduce, then
+    every replica's copy), which TensorFlow cannot run inside a conditional
+    of a replica's step: under ``gf.accumulate``, under dynamic loss
+    scaling (which skips overflowing steps) or with the optimizer's own
+    ``gradient_accumulation_steps``.
+    """
+    for module in (task, *task.submodules):
+        if isinstance(module, Accumulate) and _holds_keras(module):
+            return f"it is inside {module!r}"
+        if isinstance(module, KerasOptimizer) and module.optimizer.gradient_accumulation_steps:
+            steps = module.optimizer.gradient_accumulation_steps
+            return f"its optimizer has gradient_accumulation_steps={steps}"
+    if getattr(task, "loss_scale", None) is not None and _holds_keras(task):
+        return "the task scales its loss (mixed precision), skipping overflowing steps"
+    return None
+
+
+def _holds_keras(module: tf.Module) -> bool:
+    """Whether ``module`` is or holds a :class:`gradfit.KerasOptimizer`."""
+    return any(isinstance(m, KerasOptimizer) for m in (module, *module.submodules))
+
+
+def _check_conditional_keras(task: Any) -> None:
+    """A ``ValueError`` for a Keras optimizer that would update in a conditional (see above)."""
+    where = _conditional_keras(task)
+    if where is not None:
+        raise ValueError(
+            "`task_or_model` updates with a gf.KerasOptimizer inside a conditional, which "
+            "TensorFlow cannot run on a `strategy`'s replicas (a Keras optimizer's update is a "
+            "merge_call): use a gradfit rule instead (gf.accumulate(n, gf.Adam(...)); for mixed "
+            f"precision gf.Adam(...), or gf.SupervisedTask(..., loss_scale=False)). "
+            f"Received: {where}"
+        )
 
 
 def _rule_variables(task: Any) -> dict[int, tuple[UpdateRule, str]]:

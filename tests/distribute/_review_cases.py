@@ -1,0 +1,233 @@
+"""MirroredStrategy review cases against a reference (run by test_review.py).
+
+Usage: ``python _review_cases.py``. Two logical CPU devices must be
+configured before TensorFlow initialises its devices, so these checks run
+in a fresh process, all in one. Mixed precision trains the same task on
+one device and under ``MirroredStrategy`` and measures the differences;
+the other cases record what a bad use raises and what it changed. The
+last line of stdout is one JSON object ``{case: {measure: value}}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import tensorflow as tf
+
+CPU = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(CPU, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras  # noqa: E402
+
+import gradfit as gf  # noqa: E402
+
+STRATEGY = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+CASES: dict[str, Callable[[], dict[str, Any]]] = {}
+
+
+def case(fn: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    CASES[fn.__name__] = fn
+    return fn
+
+
+def regression(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` noisy examples of a linear map of 3 features."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    y = (x @ np.array([[1.0], [-2.0], [0.5]]) + 0.1 * rng.normal(size=(n, 1))).astype(np.float32)
+    return x, y
+
+
+def largest(a: list[Any], b: list[Any]) -> float:
+    """The largest absolute difference of two equally long lists of arrays."""
+    assert len(a) == len(b), (len(a), len(b))
+    pairs = zip(a, b, strict=True)
+    return max(float(np.max(np.abs(np.asarray(p) - np.asarray(q)))) for p, q in pairs)
+
+
+def values(trainer: gf.Trainer) -> list[np.ndarray]:
+    return [np.asarray(var.numpy()) for var in trainer.task.state_variables()]
+
+
+def spread(trainer: gf.Trainer) -> float:
+    """The largest difference between two replicas' copies of a variable (0 when in sync)."""
+    copies = [STRATEGY.experimental_local_results(var) for var in trainer.task.state_variables()]
+    return max(largest([c[0] for c in copies], [c[-1] for c in copies]), 0.0)
+
+
+def refusal(make: Callable[[], Any]) -> dict[str, Any]:
+    try:
+        make()
+    except Exception as err:
+        return {"type": type(err).__name__, "message": str(err)}
+    return {"type": None, "message": ""}
+
+
+# -- mixed precision: dynamic loss scaling over the replicas ---------------------------------
+
+
+def half_model() -> keras.Model:
+    keras.utils.set_random_seed(5)
+    return keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(8, activation="tanh"),
+            keras.layers.Dense(1, dtype="float32"),
+        ]
+    )
+
+
+def mixed_fit(strategy: Any, x: np.ndarray, y: np.ndarray) -> gf.Trainer:
+    """SGD with momentum on a mixed_float16 model, 2 epochs of 16 (ordered)."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with strategy.scope() if strategy else contextlib.nullcontext():
+            scale = gf.training.LossScale(2.0**8, growth_steps=1000)
+            task = gf.SupervisedTask(half_model(), gf.L2(), gf.SGD(0.05, 0.9), loss_scale=scale)
+            trainer = gf.Trainer(task, strategy=strategy)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    trainer.fit(x, y, epochs=2, batch_size=16, shuffle=False)
+    return trainer
+
+
+@case
+def mixed_precision() -> dict[str, Any]:
+    # 70 examples: 4 batches of 16 and one of 6 per epoch; then the same with a target
+    # that overflows float16 in the second batch, on replica 1's part only.
+    x, y = regression(70)
+    result: dict[str, Any] = {}
+    for name, rows in (("finite", []), ("overflow", [24])):
+        y_ = y.copy()
+        y_[rows] = 6e4
+        one, two = mixed_fit(None, x, y_), mixed_fit(STRATEGY, x, y_)
+        result[name] = {
+            "variables": largest(values(one)[:4], values(two)[:4]),  # (the model's)
+            "iterations": [int(t.task.update_rule.iterations.numpy()) for t in (one, two)],
+            "scale": [float(t.task.loss_scale.scale.numpy()) for t in (one, two)],
+            "spread": spread(two),
+        }
+    return result
+
+
+# -- a task of its own whose loss is a sum, by global_batch_size()'s recipe -------------------
+
+
+class SumOfSquares(gf.Task):
+    """Loss: the sum of squared errors over the batch (not a mean)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model, self.rule = gf.MLP((4,), seed=2), gf.SGD(0.005)
+
+    def build(self, batch: Any) -> None:
+        self.model.maybe_build(batch[0].shape)
+        self.rule.build(self.model.trainable_variables)
+
+    def train_step(self, batch: Any) -> dict[str, tf.Tensor]:
+        x, y = batch
+        total = gf.distribute.global_batch_size()
+        with tf.GradientTape() as tape:
+            errors = tf.square(self.model(x) - y)
+            loss = tf.reduce_sum(errors) if total is None else tf.reduce_mean(errors) * total
+        variables = self.model.trainable_variables
+        self.rule.apply(tape.gradient(loss, variables), variables)
+        return {"loss": loss}
+
+
+@case
+def sum_loss_recipe() -> dict[str, Any]:
+    x, y = regression(70)
+    one = gf.Trainer(SumOfSquares())
+    with STRATEGY.scope():
+        two = gf.Trainer(SumOfSquares())
+    losses = [t.fit(x, y, epochs=1, batch_size=16, seed=1).history["loss"] for t in (one, two)]
+    return {"variables": largest(values(one), values(two)), "loss": largest(*losses)}
+
+
+# -- refusals ---------------------------------------------------------------------------------
+
+
+@case
+def keras_optimizer_in_a_conditional() -> dict[str, Any]:
+    # A Keras optimizer's update is a merge_call, which cannot run in a tf.cond of a replica.
+    x, y = regression(32)
+    result: dict[str, Any] = {}
+    makers = {
+        "accumulate": lambda: gf.accumulate(2, gf.KerasOptimizer(keras.optimizers.SGD(0.1))),
+        "keras_accumulation": lambda: gf.KerasOptimizer(
+            keras.optimizers.SGD(0.1, gradient_accumulation_steps=2)
+        ),
+    }
+    for name, make in makers.items():
+        with STRATEGY.scope():
+            trainer = gf.Trainer(gf.MLP((4,), seed=1), gf.L2(), make())
+        result[name] = refusal(lambda t=trainer: t.fit(x, y, batch_size=16))
+        result[name]["changed"] = int(trainer.task.update_rule.iterations.numpy())
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with STRATEGY.scope():
+            rule = gf.KerasOptimizer(keras.optimizers.SGD(0.1))
+            trainer = gf.Trainer(half_model(), gf.L2(), rule)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    before = values(trainer)
+    result["loss_scale"] = refusal(lambda: trainer.fit(x, y, batch_size=16))
+    result["loss_scale"]["changed"] = largest(before, values(trainer))
+    return result
+
+
+@case
+def another_strategys_scope() -> dict[str, Any]:
+    x, y = regression(32)
+    other = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    plain = gf.Trainer(gf.MLP((4,), seed=1), gf.L2(), gf.SGD(0.1))
+    with STRATEGY.scope():
+        mirrored = gf.Trainer(gf.MLP((4,), seed=1), gf.L2(), gf.SGD(0.1))
+    with other.scope():
+        result = {
+            "plain": refusal(lambda: plain.fit(x, y, batch_size=16)),
+            "mirrored": refusal(lambda: mirrored.fit(x, y, batch_size=16)),
+            "evaluate": refusal(lambda: plain.evaluate(x, y)),
+            "predict": refusal(lambda: mirrored.predict(x)),
+        }
+    result["built"] = [len(t.task.model.trainable_variables) for t in (plain, mirrored)]
+    return result
+
+
+@case
+def distributed_dataset() -> dict[str, Any]:
+    x, y = regression(32)
+    dataset = STRATEGY.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    )
+    with STRATEGY.scope():
+        trainer = gf.Trainer(gf.MLP((4,), seed=1), gf.L2(), gf.SGD(0.1))
+    return refusal(lambda: trainer.fit(dataset))
+
+
+def main() -> None:
+    results: dict[str, Any] = {}
+    for name, fn in CASES.items():
+        began = time.perf_counter()
+        try:
+            results[name] = fn()
+        except Exception as err:  # recorded: the test names the case that failed
+            results[name] = {"error": f"{type(err).__name__}: {err}"[:2000]}
+            traceback.print_exc()
+        print(f"{name}: {time.perf_counter() - began:.1f} s", file=sys.stderr)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
