@@ -300,10 +300,7 @@ class Trainer:
         self.state.stop_training = bool(value)
 
     def _inputs(self) -> Inputs:
-        """Every public entry point starts here: functions of a replaced task part go first.
-
-        Called inside another strategy's scope than the trainer's, it refuses first.
-        """
+        """Every public entry point starts here: the scope checked, stale functions dropped."""
         self.replicas.check_scope()
         self.functions.owner(self.task.cache_key())
         return Inputs(self.task, self.functions, scope=self.replicas.scope)
