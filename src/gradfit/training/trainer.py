@@ -265,8 +265,6 @@ class Trainer:
         self.train_function: Any = None
         self.functions = compile_lib.FunctionCache()
 
-    # -- the task's parts (a supervised task's model, loss, rule and metrics) -----
-
     @property
     def model(self) -> Any:
         """The task's model (callbacks save, restore and record it); the task itself if none."""
