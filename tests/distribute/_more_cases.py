@@ -264,13 +264,13 @@ def keras_clipping() -> dict[str, Any]:
 # -- Keras BatchNormalization: against Keras's own fit under the strategy ------------------
 
 
-def batchnorm_model() -> keras.Model:
+def batchnorm_model(synchronized: bool = False) -> keras.Model:
     keras.utils.set_random_seed(4)
     return keras.Sequential(
         [
             keras.Input((3,)),
             keras.layers.Dense(8),
-            keras.layers.BatchNormalization(),
+            keras.layers.BatchNormalization(synchronized=synchronized),
             keras.layers.Activation("tanh"),
             keras.layers.Dense(1),
         ]
@@ -309,6 +309,30 @@ def batchnorm_against_keras_fit() -> dict[str, Any]:
         "one_device": largest(
             [v.numpy() for v in single.variables], [v.numpy() for v in model.variables]
         ),
+    }
+
+
+@case
+def synchronized_batchnorm() -> dict[str, Any]:
+    # BatchNormalization(synchronized=True) normalises by the global batch's statistics:
+    # under the strategy it equals one device's plain BatchNormalization.
+    rng = np.random.default_rng(6)
+    x = 3 * rng.normal(size=(64, 3)).astype(np.float32) + 1
+    y = (x @ np.array([1.0, -2.0, 0.5], np.float32))[:, None]
+    fit = {"epochs": 2, "batch_size": 16, "seed": 1}
+    single = batchnorm_model()
+    one = gf.Trainer(single, gf.L2(), gf.SGD(0.05))
+    one_history = one.fit(x, y, **fit)
+    with STRATEGY.scope():
+        model = batchnorm_model(synchronized=True)
+        trainer = gf.Trainer(model, gf.L2(), gf.SGD(0.05), strategy=STRATEGY)
+    history = trainer.fit(x, y, **fit)
+    return {
+        "variables": largest(
+            [v.numpy() for v in single.variables], [v.numpy() for v in model.variables]
+        ),
+        "loss": largest(one_history.history["loss"], history.history["loss"]),
+        "evaluate": abs(one.evaluate(x, y)["loss"] - trainer.evaluate(x, y)["loss"]),
     }
 
 

@@ -91,6 +91,13 @@ def test_batchnorm_trains_as_keras_fit_under_the_strategy(more: dict[str, Any]) 
     assert result["one_device"] > 1e-3
 
 
+def test_synchronized_batchnorm_equals_one_device(more: dict[str, Any]) -> None:
+    result = more["synchronized_batchnorm"]
+    assert "error" not in result, result
+    assert result["variables"] < TOLERANCE and result["loss"] < TOLERANCE
+    assert result["evaluate"] < TOLERANCE
+
+
 REFUSALS = {
     "mean_aggregated": ("ValueError", ["`metrics`", "'mean_aggregated'", "MEAN", "MeanAggregated"]),
     "no_running_logs": ("ValueError", ["`task_or_model`", "mean_loss", "running_logs()"]),
