@@ -6,10 +6,13 @@ with a 3 s coordination heartbeat, so a silent worker is declared lost
 after 3 s); the test imports :func:`run` for the one-process reference.
 It fits an MLP for 4 epochs on 64 examples (batches of 16, shuffled: with
 seed 3, or with ``--no-seed`` an order the workers must agree on) with
-Adam behind gradient clipping, a ``BackupAndRestore`` on ``BACKUP``
-(saving every 2 steps) and a ``CSVLogger`` on ``CSV``. ``--pause S``
-sleeps S seconds after every step, or with ``--hold E:B`` only after step
-B of epoch E (a window to kill or stop a worker in). Prints ``generator
+Adam behind gradient clipping, a Keras metric (mean absolute error: its
+state is read across the workers, and resumed mid-epoch with the rest), a
+``BackupAndRestore`` on ``BACKUP`` (saving every 2 steps), a
+``CSVLogger`` on ``CSV`` and a ``ModelCheckpoint`` of the whole trainer
+next to it. ``--pause S`` sleeps S seconds after every step, or with
+``--hold E:B`` only after step B of epoch E (a window to kill or stop a
+worker in). Prints ``generator
 <state>`` when training begins, ``step <epoch>:<step>`` as each step's logs
 reach the callbacks and ``epoch <epoch> <logs as JSON>`` at each epoch's
 end, and writes ``OUT`` (JSON: the variables, the History, the generator's
@@ -20,6 +23,7 @@ state, the worker's role and a ``WorkerLostError`` if one stopped it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -28,6 +32,7 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import keras
 import numpy as np
 
 import gradfit as gf
@@ -78,13 +83,18 @@ def run(
     x = rng.normal(size=(64, 3)).astype(np.float32)
     y = (x @ np.array([1.0, -2.0, 0.5], np.float32) + 0.3)[:, None].astype(np.float32)
     rule = gf.chain(gf.clip_by_global_norm(1.0), gf.Adam(0.05))
-    trainer = gf.Trainer(gf.MLP((8,), seed=1), gf.L2(), rule, strategy=strategy)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        metric = keras.metrics.MeanAbsoluteError(name="kmae")  # (its state: summed on read)
+    trainer = gf.Trainer(gf.MLP((8,), seed=1), gf.L2(), rule, metrics=[metric], strategy=strategy)
     if generator is not None:
         trainer.generator.state.assign(np.array(generator, np.int64))
     callbacks = [
         Steps(pause, hold),
         gf.callbacks.CSVLogger(csv, append=True),
         gf.callbacks.BackupAndRestore(backup, save_every=2),
+        gf.callbacks.ModelCheckpoint(
+            csv.removesuffix(".csv") + "-trainer", save_weights_only=False
+        ),
     ]
     result: dict = {}
     began = time.monotonic()
@@ -94,7 +104,8 @@ def run(
     except gf.distribute.WorkerLostError as err:
         lost = {"message": str(err), "worker": err.worker, "after": time.monotonic() - began}
         result["lost"] = lost
-    result["variables"] = [v.numpy().tolist() for v in trainer.task.state_variables()]
+    if "lost" not in result:  # (reading the metric's state is a collective: not without a peer)
+        result["variables"] = [v.numpy().tolist() for v in trainer.task.state_variables()]
     result["generator"] = trainer.generator.state.numpy().tolist()
     result["chief"] = trainer.replicas.writes
     return result

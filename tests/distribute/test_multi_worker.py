@@ -209,6 +209,9 @@ def test_only_the_chief_writes_files(runs: dict[str, Any]) -> None:
     reference(runs)
     root = runs["root"]
     assert not (root / "log1.csv").exists()
+    # The whole trainer's ModelCheckpoint (its Keras metric's state read across the workers):
+    assert (root / "log0-trainer.index").exists()
+    assert not list(root.glob("log1-trainer*"))
     rows = (root / "log0.csv").read_text().splitlines()
     expected = (root / "ref.csv").read_text().splitlines()
     assert rows[0] == expected[0] and len(rows) == len(expected) == 5  # a header, 4 epochs

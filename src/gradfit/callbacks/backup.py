@@ -323,7 +323,10 @@ class BackupAndRestore(Callback):
         )
 
     def _write(self, epoch: int, steps_done: int, extra: dict[str, Any]) -> None:
-        if self.trainer is None or self._store is None or not self._writes():
+        if self.trainer is None or self._store is None:
+            return
+        if not self._writes():  # (a multi-worker job's other workers join the chief's reads)
+            self._store.write_elsewhere()
             return
         history, run = self._history, self._run_state()
         self._store.write(

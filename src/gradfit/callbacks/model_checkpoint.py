@@ -105,7 +105,9 @@ class ModelCheckpoint(MonitorCallback):
         gf.saving.restore_model(trainer.model, checkpoint.best_path)
     """
 
-    writes_files = True  # (only the chief of a multi-worker job writes)
+    # It runs on every worker of a multi-worker job: only the chief writes, but saving the
+    # trainer reads its state with the chief (a Keras metric's is a collective).
+    writes_files = False
 
     def __init__(
         self,
@@ -147,6 +149,8 @@ class ModelCheckpoint(MonitorCallback):
     def check_run(self) -> None:
         """Checks the run, and ``path`` formatted with sample values, before anything changes."""
         super().check_run()
+        if not self._chief():
+            return
         epochs = int(self.params.get("epochs") or 1) if "epoch" in self._fields else 1
         checked: set[str] = set()
         for epoch in range(min(epochs, _CHECKED_EPOCHS)):  # every epoch's path, where known
@@ -173,10 +177,10 @@ class ModelCheckpoint(MonitorCallback):
                 f"{['epoch', *logs]}. {v.received('path', self.path)}"
             ) from None
         try:
-            if self.save_weights_only:
-                saving.save_model(self.trainer.model, path, update_latest=True)
-            else:
+            if not self.save_weights_only:  # (on the other workers: the reads, no files)
                 saving.save_trainer(self.trainer, path, update_latest=True)
+            elif self._chief():
+                saving.save_model(self.trainer.model, path, update_latest=True)
         except errors.IO_ERRORS as err:
             raise errors.write_error(
                 "ModelCheckpoint", "path", path, err, "The checkpoints saved before are intact."
@@ -184,7 +188,13 @@ class ModelCheckpoint(MonitorCallback):
         self.last_path = path
         if self.save_best_only:
             self.best, self.best_epoch, self.best_path = float(logs[self._key]), epoch, path
-        logger.info("Epoch %d: ModelCheckpoint saved %s.", epoch, path)
+        if self._chief():
+            logger.info("Epoch %d: ModelCheckpoint saved %s.", epoch, path)
+
+    def _chief(self) -> bool:
+        """Whether this process writes files (not a multi-worker job's other workers)."""
+        state = getattr(self.trainer, "state", None)
+        return state is None or bool(state.writes_files)
 
     def get_state(self) -> dict[str, Any]:
         """Returns what a backup must save to resume this callback exactly.

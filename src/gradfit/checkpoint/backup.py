@@ -218,6 +218,10 @@ class BackupStore:
         """Assigns the objects the backup's values (checked by :meth:`check_layout` first)."""
         io.read_into(self._checkpoint, latest, self.directory, "directory")
 
+    def write_elsewhere(self) -> None:
+        """Joins the chief's write of the same objects (:func:`io.write_elsewhere`)."""
+        io.write_elsewhere(self._checkpoint)
+
     def write(self, document: Mapping[str, Any]) -> None:
         """Saves the objects and ``document`` (plus the format) as the latest backup.
 

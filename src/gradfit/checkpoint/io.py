@@ -249,6 +249,19 @@ def write_checkpoint(
 # -- reading -----------------------------------------------------------------
 
 
+def write_elsewhere(checkpoint: tf.train.Checkpoint) -> None:
+    """Writes ``checkpoint`` to a throwaway directory, then removes it.
+
+    What a multi-worker job's other workers do while the chief writes the
+    same checkpoint: reading a ``SyncOnRead`` variable (a Keras metric's
+    state) to save it is a collective across the workers, which every
+    worker must join, in the same order -- writing the same objects does
+    that. Nothing the user sees is left behind.
+    """
+    with tempfile.TemporaryDirectory(prefix="gradfit-worker-") as scratch:
+        checkpoint.write(os.path.join(scratch, "checkpoint"))
+
+
 def resolve(path: Any) -> str:
     """The checkpoint prefix ``path`` names (a directory names its latest checkpoint)."""
     text = v.path("path", path)

@@ -47,6 +47,7 @@ from gradfit.checkpoint.io import (
     read_into,
     resolve,
     write_checkpoint,
+    write_elsewhere,
 )
 from gradfit.models import Model
 
@@ -188,12 +189,15 @@ def save_trainer(trainer: Any, path: str | os.PathLike[str], *, update_latest: b
     trainer = _check_trainer(trainer)
     prefix = v.path("path", path)
     update_latest = v.boolean("update_latest", update_latest)
-    replicas = getattr(trainer, "replicas", None)
-    if replicas is not None and not replicas.writes:
-        return os.fspath(prefix)  # a multi-worker job's other workers: only the chief writes
     checkpoint = trainer_checkpoint(trainer)
     rule = _rule(trainer)
     setattr(checkpoint, _META, _Metadata(trainer.model, rule_built=getattr(rule, "built", None)))
+    replicas = getattr(trainer, "replicas", None)
+    if replicas is not None and not replicas.writes:
+        # A multi-worker job's other workers: only the chief writes, but every worker reads
+        # the state (a Keras metric's is a collective), so they write it where nobody looks.
+        write_elsewhere(checkpoint)
+        return os.fspath(prefix)
     return write_checkpoint(checkpoint, prefix, update_latest=update_latest)
 
 

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from gradfit import _validation as v
 from gradfit.distribute import cluster
+from gradfit.errors import WriteError
 from gradfit.training.replica_loops import LocalLoops, ReplicaLoops
 from gradfit.training.step import Columns
 from gradfit.update_rules import KerasOptimizer, UpdateRule
@@ -100,14 +101,21 @@ class Replicas:
 
     @contextlib.contextmanager
     def reporting(self) -> Iterator[None]:
-        """Turns a lost worker's collective failure into a :class:`WorkerLostError`."""
+        """Turns a lost worker's collective failure into a :class:`WorkerLostError`.
+
+        Also when a checkpoint's write reported it (a ``WriteError`` caused by
+        the collective that reads a Keras metric's state across the workers).
+        """
         try:
             yield
-        except tf.errors.OpError as err:
-            lost = cluster.lost_worker(err, self.strategy) if self.multi_worker else None
+        except (tf.errors.OpError, WriteError) as err:
+            cause = err.__cause__ if isinstance(err, WriteError) else err
+            lost = None
+            if self.multi_worker and isinstance(cause, tf.errors.OpError):
+                lost = cluster.lost_worker(cause, self.strategy)
             if lost is None:
                 raise
-            raise lost from err
+            raise lost from cause
 
     def jit(self, jit_compile: bool | str) -> bool | str:
         """``jit_compile`` for these replicas: no XLA under a strategy, ``True`` refused."""
