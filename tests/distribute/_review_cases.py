@@ -159,35 +159,6 @@ def sum_loss_recipe() -> dict[str, Any]:
 
 
 @case
-def keras_optimizer_in_a_conditional() -> dict[str, Any]:
-    # A Keras optimizer's update is a merge_call, which cannot run in a tf.cond of a replica.
-    x, y = regression(32)
-    result: dict[str, Any] = {}
-    makers = {
-        "accumulate": lambda: gf.accumulate(2, gf.KerasOptimizer(keras.optimizers.SGD(0.1))),
-        "keras_accumulation": lambda: gf.KerasOptimizer(
-            keras.optimizers.SGD(0.1, gradient_accumulation_steps=2)
-        ),
-    }
-    for name, make in makers.items():
-        with STRATEGY.scope():
-            trainer = gf.Trainer(gf.MLP((4,), seed=1), gf.L2(), make())
-        result[name] = refusal(lambda t=trainer: t.fit(x, y, batch_size=16))
-        result[name]["changed"] = int(trainer.task.update_rule.iterations.numpy())
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        with STRATEGY.scope():
-            rule = gf.KerasOptimizer(keras.optimizers.SGD(0.1))
-            trainer = gf.Trainer(half_model(), gf.L2(), rule)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    before = values(trainer)
-    result["loss_scale"] = refusal(lambda: trainer.fit(x, y, batch_size=16))
-    result["loss_scale"]["changed"] = largest(before, values(trainer))
-    return result
-
-
-@case
 def another_strategys_scope() -> dict[str, Any]:
     x, y = regression(32)
     other = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

@@ -40,15 +40,6 @@ def test_an_overflow_on_one_replica_skips_the_step_on_all(review: dict[str, Any]
     assert result["scale"] == [64.0, 64.0]  # 256 halved twice
 
 
-@pytest.mark.parametrize("name", ["accumulate", "keras_accumulation", "loss_scale"])
-def test_a_keras_optimizer_in_a_conditional_is_refused(review: dict[str, Any], name: str) -> None:
-    refused = review["keras_optimizer_in_a_conditional"][name]
-    assert refused["type"] == "ValueError", refused
-    for part in ("`task_or_model`", "gf.KerasOptimizer", "conditional", "Received:"):
-        assert part in refused["message"], (part, refused)
-    assert refused["changed"] == 0, refused  # no update made (nor a variable changed)
-
-
 @pytest.mark.parametrize("name", ["plain", "mirrored", "evaluate", "predict"])
 def test_a_call_inside_another_strategys_scope_is_refused(
     review: dict[str, Any], name: str

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import tensorflow as tf
@@ -45,6 +45,8 @@ class _ReplicaLocal(threading.local):
 
 
 _local = _ReplicaLocal()
+
+_STATE = ("share", "rows", "total", "depth", "applying", "reduced")
 
 
 @tf.autograph.experimental.do_not_convert  # plain Python over static values: fast to trace
@@ -222,3 +224,70 @@ def for_summing(gradients: Sequence[Any]) -> list[Any]:
         return list(gradients)
     scale = 1.0 / context.num_replicas_in_sync
     return [tf.convert_to_tensor(g) * tf.cast(scale, g.dtype) for g in gradients]
+
+
+class _Branches:
+    """One replica's two branches and its replica-local state (one value to ``merge_call``)."""
+
+    def __init__(self, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> None:
+        self.fns = (false_fn, true_fn)
+        self.state = {name: getattr(_local, name) for name in _STATE}
+
+
+def cond(pred: tf.Tensor, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> None:
+    """``tf.cond(pred, true_fn, false_fn)`` whose branches may ``merge_call`` (results ignored).
+
+    A Keras optimizer updates through ``merge_call``, which TensorFlow cannot
+    run inside a conditional of a replica's step. In a strategy's replica
+    context the conditional therefore runs in cross-replica context (as
+    Keras's ``LossScaleOptimizer`` runs its own), on replica 0's ``pred`` --
+    which must be the same on every replica, e.g. a test of the global
+    gradients -- and each branch runs on every replica again, with that
+    replica's own branch function and replica-local state. Elsewhere, a
+    plain ``tf.cond``.
+
+    Args:
+        pred: A scalar bool tensor, equal on every replica.
+        true_fn: Runs if ``pred``.
+        false_fn: Runs otherwise.
+    """
+    context = replica_context()
+    if context is None:
+        tf.cond(pred, _returning_true(true_fn), _returning_true(false_fn))
+        return
+    context.merge_call(_merged_cond, args=(pred, _Branches(true_fn, false_fn)))
+
+
+def _merged_cond(strategy: tf.distribute.Strategy, pred: Any, branches: Any) -> None:
+    """The cross-replica half of :func:`cond`: one conditional, each branch on every replica."""
+    first = strategy.experimental_local_results(pred)[0]
+
+    def branch(which: bool) -> Callable[[], tf.Tensor]:
+        def run() -> None:
+            strategy.extended.call_for_each_replica(_run_branch, args=(branches, which))
+
+        return _returning_true(run)
+
+    tf.cond(first, branch(True), branch(False))
+
+
+def _run_branch(branches: _Branches, which: bool) -> None:
+    """Runs one replica's branch with the replica-local state it had at the conditional."""
+    before = {name: getattr(_local, name) for name in _STATE}
+    for name, value in branches.state.items():
+        setattr(_local, name, value)
+    try:
+        branches.fns[which]()
+    finally:
+        for name, value in before.items():
+            setattr(_local, name, value)
+
+
+def _returning_true(fn: Callable[[], Any]) -> Callable[[], tf.Tensor]:
+    """``fn`` as a ``tf.cond`` branch: its result ignored, ``True`` returned."""
+
+    def branch() -> tf.Tensor:
+        fn()
+        return tf.constant(True)
+
+    return branch

@@ -182,10 +182,5 @@ class LossScale(tf.Module):
                 ``lambda: rule.apply(grads, variables)``; its result is ignored.
         """
         finite = tf.convert_to_tensor(finite, tf.bool)
-
-        def apply() -> tf.Tensor:
-            apply_fn()
-            return tf.constant(True)
-
-        tf.cond(finite, apply, lambda: tf.constant(False))
+        sync.cond(finite, apply_fn, lambda: None)  # (a Keras optimizer's merge_call may run there)
         self.update(finite)

@@ -24,7 +24,6 @@ from gradfit.errors import WriteError
 from gradfit.training.replica_loops import LocalLoops, ReplicaLoops
 from gradfit.training.step import Columns
 from gradfit.update_rules import KerasOptimizer, UpdateRule
-from gradfit.update_rules.transforms import Accumulate
 
 SUPPORTED = (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
 """The strategies gradfit trains on (besides TensorFlow's default one)."""
@@ -169,11 +168,11 @@ class Replicas:
         Its running logs must be ones ``task.running_logs()`` gives (read
         after each step, summed over the replicas); that call also refuses
         a metric whose state would not sum. A Keras optimizer must not
-        update inside a conditional (:func:`_check_conditional_keras`).
+        accumulate gradients itself (:func:`_check_keras_accumulation`).
         """
         if self.strategy is None:
             return
-        _check_conditional_keras(task)
+        _check_keras_accumulation(task)
         if not columns.running:
             return
         with self.strategy.scope():
@@ -220,41 +219,33 @@ class Replicas:
         return bool(self.strategy.extended.variable_created_in_scope(var))
 
 
-def _conditional_keras(task: Any) -> str | None:
-    """Where ``task``'s Keras optimizer would update inside a conditional, else ``None``.
+def _keras_accumulation(task: Any) -> str | None:
+    """Which Keras optimizer of ``task`` accumulates gradients itself, else ``None``.
 
-    A Keras optimizer updates through ``merge_call`` (its all-reduce, then
-    every replica's copy), which TensorFlow cannot run inside a conditional
-    of a replica's step: under ``gf.accumulate``, under dynamic loss
-    scaling (which skips overflowing steps) or with the optimizer's own
-    ``gradient_accumulation_steps``.
+    Keras's ``gradient_accumulation_steps`` puts the optimizer's update (a
+    ``merge_call``: its all-reduce, then every replica's copy) inside a
+    conditional of its own ``apply``, which TensorFlow cannot run in a
+    replica's step. gradfit's own conditionals (``gf.accumulate``, dynamic
+    loss scaling) hold a Keras optimizer through
+    :func:`gradfit.distribute.sync.cond`.
     """
     for module in (task, *task.submodules):
-        if isinstance(module, Accumulate) and _holds_keras(module):
-            return f"it is inside {module!r}"
         if isinstance(module, KerasOptimizer) and module.optimizer.gradient_accumulation_steps:
-            steps = module.optimizer.gradient_accumulation_steps
-            return f"its optimizer has gradient_accumulation_steps={steps}"
-    if getattr(task, "loss_scale", None) is not None and _holds_keras(task):
-        return "the task scales its loss (mixed precision), skipping overflowing steps"
+            return f"gradient_accumulation_steps={module.optimizer.gradient_accumulation_steps}"
     return None
 
 
-def _holds_keras(module: tf.Module) -> bool:
-    """Whether ``module`` is or holds a :class:`gradfit.KerasOptimizer`."""
-    return any(isinstance(m, KerasOptimizer) for m in (module, *module.submodules))
-
-
-def _check_conditional_keras(task: Any) -> None:
-    """A ``ValueError`` for a Keras optimizer that would update in a conditional (see above)."""
-    where = _conditional_keras(task)
+def _check_keras_accumulation(task: Any) -> None:
+    """A ``ValueError`` for a Keras optimizer that accumulates gradients itself (see above)."""
+    where = _keras_accumulation(task)
     if where is not None:
         raise ValueError(
-            "`task_or_model` updates with a gf.KerasOptimizer inside a conditional, which "
-            "TensorFlow cannot run on a `strategy`'s replicas (a Keras optimizer's update is a "
-            "merge_call): use a gradfit rule instead (gf.accumulate(n, gf.Adam(...)); for mixed "
-            f"precision gf.Adam(...), or gf.SupervisedTask(..., loss_scale=False)). "
-            f"Received: {where}"
+            "`task_or_model` updates with a gf.KerasOptimizer whose optimizer accumulates "
+            "gradients itself, which TensorFlow cannot run on a `strategy`'s replicas (its update, "
+            "a merge_call, runs inside a conditional of the optimizer's own): accumulate with "
+            "gradfit instead, gf.accumulate(n, gf.KerasOptimizer(optimizer)) with an optimizer "
+            "made without `gradient_accumulation_steps` (its `iterations` and learning-rate "
+            f"schedule then count updates, not micro-batches). Received: {where}"
         )
 
 

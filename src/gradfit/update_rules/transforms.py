@@ -36,6 +36,7 @@ import tensorflow as tf
 
 from gradfit import _validation as v
 from gradfit._autograph import traced
+from gradfit.distribute import sync
 from gradfit.update_rules.base import UpdateRule, check_positive, sum_duplicates
 
 GradientList = list[Any]
@@ -245,7 +246,7 @@ class Accumulate(_Wrapper):
                 s.assign_add(g)
 
         is_update = (self.iterations + 1) % self.steps == 0
-        tf.cond(is_update, update, add)
+        sync.cond(is_update, update, add)  # (a Keras optimizer's merge_call may run in `update`)
 
     def __repr__(self) -> str:
         return f"accumulate({self.steps}, {self.rule!r})"
