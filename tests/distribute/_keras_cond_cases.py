@@ -22,17 +22,13 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import _devices
+import keras
 import numpy as np
-import tensorflow as tf
 
-CPU = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(CPU, [tf.config.LogicalDeviceConfiguration()] * 2)
+import gradfit as gf
 
-import keras  # noqa: E402
-
-import gradfit as gf  # noqa: E402
-
-STRATEGY = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+STRATEGY = _devices.STRATEGY
 CASES: dict[str, Callable[[], dict[str, Any]]] = {}
 
 
@@ -158,17 +154,22 @@ def keras_accumulation() -> dict[str, Any]:
     return {**refused, "changed": int(rule.iterations.numpy() + rule.optimizer.iterations.numpy())}
 
 
-def main() -> None:
-    results: dict[str, Any] = {}
+def results() -> dict[str, Any]:
+    """Every case's measurements, or the error that stopped it."""
+    found: dict[str, Any] = {}
     for name, fn in CASES.items():
         began = time.perf_counter()
         try:
-            results[name] = fn()
+            found[name] = fn()
         except Exception as err:  # recorded: the test names the case that failed
-            results[name] = {"error": f"{type(err).__name__}: {err}"[:2000]}
+            found[name] = {"error": f"{type(err).__name__}: {err}"[:2000]}
             traceback.print_exc()
         print(f"{name}: {time.perf_counter() - began:.1f} s", file=sys.stderr)
-    print(json.dumps(results))
+    return found
+
+
+def main() -> None:
+    print(json.dumps(results()))
 
 
 if __name__ == "__main__":

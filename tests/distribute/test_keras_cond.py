@@ -3,7 +3,8 @@
 ``gf.accumulate(n, gf.KerasOptimizer(...))`` and dynamic loss scaling with
 a Keras optimizer train on two replicas as on one device; Keras's own
 ``gradient_accumulation_steps`` is refused. The measurements come from
-``_keras_cond_cases.py``, run once in a fresh process (two logical CPUs).
+``_keras_cond_cases.py``, run once in a fresh process (two logical CPUs)
+with the other small case scripts (conftest.py).
 """
 
 from __future__ import annotations
@@ -12,17 +13,15 @@ from typing import Any
 
 import pytest
 
-from tests.distribute.runner import run_json
-
-pytestmark = pytest.mark.xdist_group("distribute-keras-cond")
+pytestmark = pytest.mark.xdist_group("distribute-small")  # with conftest.py's process
 
 # float16 computation: the replicas' partial sums round differently from one device's.
 HALF_TOLERANCE = 1e-3
 
 
 @pytest.fixture(scope="module")
-def cases() -> dict[str, Any]:
-    return run_json("_keras_cond_cases.py", timeout=120)
+def cases(small_cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return small_cases["keras_cond"]  # (conftest.py runs the case scripts in one process)
 
 
 def test_accumulate_with_a_keras_optimizer_equals_one_device(cases: dict[str, Any]) -> None:

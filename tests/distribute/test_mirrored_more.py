@@ -1,9 +1,10 @@
 """MirroredStrategy: unknown-length datasets, Keras metrics, grad_norm, Keras clipping, BatchNorm.
 
 The measurements come from ``_more_cases.py``, run once in a fresh process
-(two logical CPUs); see that script for what every case does. Each is a
-difference from a reference: one device on the same global batches, or
-Keras's own ``fit`` under the same strategy.
+(two logical CPUs, with the other small case scripts: conftest.py); see
+that script for what every case does. Each is a difference from a
+reference: one device on the same global batches, or Keras's own ``fit``
+under the same strategy.
 """
 
 from __future__ import annotations
@@ -12,16 +13,14 @@ from typing import Any
 
 import pytest
 
-from tests.distribute.runner import run_json
-
-pytestmark = pytest.mark.xdist_group("distribute-more")
+pytestmark = pytest.mark.xdist_group("distribute-small")  # with conftest.py's process
 
 TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")
-def more() -> dict[str, Any]:
-    return run_json("_more_cases.py", timeout=240)
+def more(small_cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return small_cases["more"]  # (conftest.py runs the case scripts in one process)
 
 
 def check_equal(result: dict[str, Any], steps: int) -> None:

@@ -1,7 +1,8 @@
 """MirroredStrategy: mixed precision, and uses that are refused clearly (review cases).
 
 The measurements come from ``_review_cases.py``, run once in a fresh
-process (two logical CPUs); see that script for what every case does.
+process (two logical CPUs, with the other small case scripts: conftest.py);
+see that script for what every case does.
 """
 
 from __future__ import annotations
@@ -10,17 +11,15 @@ from typing import Any
 
 import pytest
 
-from tests.distribute.runner import run_json
-
-pytestmark = pytest.mark.xdist_group("distribute-review")
+pytestmark = pytest.mark.xdist_group("distribute-small")  # with conftest.py's process
 
 # float16 computation: the replicas' partial sums round differently from one device's.
 HALF_TOLERANCE = 1e-3
 
 
 @pytest.fixture(scope="module")
-def review() -> dict[str, Any]:
-    return run_json("_review_cases.py", timeout=120)
+def review(small_cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return small_cases["review"]  # (conftest.py runs the case scripts in one process)
 
 
 @pytest.mark.parametrize("name", ["finite", "overflow"])

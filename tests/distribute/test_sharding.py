@@ -1,6 +1,7 @@
 """In-memory data is sharded onto the replicas' devices: each holds only the rows it trains on.
 
-Runs ``_sharding_script.py`` in a fresh process (two logical CPUs).
+The measurements come from ``_sharding_script.py``, run in a fresh process
+(two logical CPUs) with the other small case scripts (conftest.py).
 """
 
 from __future__ import annotations
@@ -9,16 +10,14 @@ from typing import Any
 
 import pytest
 
-from tests.distribute.runner import run_json
-
-pytestmark = pytest.mark.xdist_group("distribute-sharding")
+pytestmark = pytest.mark.xdist_group("distribute-small")  # with conftest.py's process
 
 TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")
-def result() -> dict[str, Any]:
-    return run_json("_sharding_script.py", timeout=240)
+def result(small_cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return small_cases["sharding"]  # (conftest.py runs the case scripts in one process)
 
 
 def devices(shards: list[dict[str, Any]]) -> list[str]:
