@@ -14,9 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
-import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -25,16 +22,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import _devices
 import keras
 import numpy as np
+from _cases import Cases, largest, spread, values
 
 import gradfit as gf
 
 STRATEGY = _devices.STRATEGY
-CASES: dict[str, Callable[[], dict[str, Any]]] = {}
-
-
-def case(fn: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
-    CASES[fn.__name__] = fn
-    return fn
+case = Cases()  # (@case registers one)
 
 
 def regression(n: int = 70) -> tuple[np.ndarray, np.ndarray]:
@@ -43,23 +36,6 @@ def regression(n: int = 70) -> tuple[np.ndarray, np.ndarray]:
     x = rng.normal(size=(n, 3)).astype(np.float32)
     y = (x @ np.array([[1.0], [-2.0], [0.5]]) + 0.1 * rng.normal(size=(n, 1))).astype(np.float32)
     return x, y
-
-
-def largest(a: list[Any], b: list[Any]) -> float:
-    """The largest absolute difference of two equally long lists of arrays."""
-    assert len(a) == len(b), (len(a), len(b))
-    pairs = zip(a, b, strict=True)
-    return max(float(np.max(np.abs(np.asarray(p) - np.asarray(q)))) for p, q in pairs)
-
-
-def values(trainer: gf.Trainer) -> list[np.ndarray]:
-    return [np.asarray(var.numpy()) for var in trainer.task.state_variables()]
-
-
-def spread(trainer: gf.Trainer) -> float:
-    """The largest difference between two replicas' copies of a variable (0 when in sync)."""
-    copies = [STRATEGY.experimental_local_results(var) for var in trainer.task.state_variables()]
-    return largest([c[0] for c in copies], [c[-1] for c in copies])
 
 
 def half_model() -> keras.Model:
@@ -92,7 +68,7 @@ def compare(make: Callable[[], Any], y: np.ndarray, policy: str = "float32") -> 
         "variables": largest(values(one), values(two)),
         "count": [len(values(one)), len(values(two))],
         "iterations": [int(t.task.update_rule.iterations.numpy()) for t in (one, two)],
-        "spread": spread(two),
+        "spread": spread(STRATEGY, two),
         "trainers": (one, two),
     }
 
@@ -156,16 +132,7 @@ def keras_accumulation() -> dict[str, Any]:
 
 def results() -> dict[str, Any]:
     """Every case's measurements, or the error that stopped it."""
-    found: dict[str, Any] = {}
-    for name, fn in CASES.items():
-        began = time.perf_counter()
-        try:
-            found[name] = fn()
-        except Exception as err:  # recorded: the test names the case that failed
-            found[name] = {"error": f"{type(err).__name__}: {err}"[:2000]}
-            traceback.print_exc()
-        print(f"{name}: {time.perf_counter() - began:.1f} s", file=sys.stderr)
-    return found
+    return case.run()
 
 
 def main() -> None:

@@ -20,33 +20,26 @@ import json
 import os
 import sys
 import tempfile
-import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import _devices
+import keras
 import numpy as np
 import tensorflow as tf
+from _cases import Cases, largest, refusal, spread, values
 
-CPU = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(CPU, [tf.config.LogicalDeviceConfiguration()] * 2)
+import gradfit as gf
 
-import keras  # noqa: E402
-
-import gradfit as gf  # noqa: E402
-
-STRATEGY = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-CASES: dict[str, dict[str, Callable[[], dict[str, Any]]]] = {"training": {}, "api": {}}
+STRATEGY = _devices.STRATEGY
+CASES = {"training": Cases(), "api": Cases()}
 
 
-def case(group: str) -> Callable[[Callable[[], dict[str, Any]]], Callable[[], dict[str, Any]]]:
-    def register(fn: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
-        CASES[group][fn.__name__] = fn
-        return fn
-
-    return register
+def case(group: str) -> Cases:
+    """The registry of ``group``'s cases (``@case("training")`` registers one)."""
+    return CASES[group]
 
 
 def regression(n: int = 70, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -55,17 +48,6 @@ def regression(n: int = 70, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     x = rng.normal(size=(n, 3)).astype(np.float32)
     y = x @ np.array([1.0, -2.0, 0.5], np.float32) + 0.3 + 0.1 * rng.normal(size=n)
     return x, y.astype(np.float32)[:, None]
-
-
-def values(trainer: gf.Trainer) -> list[np.ndarray]:
-    """Every variable of the task (model, rules' slots and counters), as arrays."""
-    return [np.asarray(var.numpy()) for var in trainer.task.state_variables()]
-
-
-def largest(a: list[Any], b: list[Any]) -> float:
-    assert len(a) == len(b), (len(a), len(b))
-    pairs = zip(a, b, strict=True)
-    return max(float(np.max(np.abs(np.asarray(p, np.float64) - np.asarray(q)))) for p, q in pairs)
 
 
 def log_difference(one: dict[str, list[float]], two: dict[str, list[float]]) -> float:
@@ -83,22 +65,13 @@ def compare(build: Callable[[Any], gf.Trainer], fit: Callable[[gf.Trainer], Any]
     result = {
         "variables": largest(values(single), values(replicated)),
         "replicas": replicated.replicas.count,
-        "copies": mirror_spread(replicated),
+        "copies": spread(STRATEGY, replicated),
     }
     if isinstance(one, gf.History):
         result["logs"] = log_difference(one.history, two.history)
         result["loss"] = next(iter(one.history.values()))[-1]
         result["last"] = {name: logs[-1] for name, logs in two.history.items()}
     return result
-
-
-def mirror_spread(trainer: gf.Trainer) -> float:
-    """The largest difference between two replicas' copies of a variable (0 when in sync)."""
-    spread = 0.0
-    for var in trainer.task.state_variables():
-        copies = [np.asarray(c.numpy()) for c in STRATEGY.experimental_local_results(var)]
-        spread = max([spread, *(float(np.max(np.abs(c - copies[0]), initial=0)) for c in copies)])
-    return spread
 
 
 def supervised(rule: Callable[[], gf.UpdateRule], **kwargs: Any) -> Callable[[Any], gf.Trainer]:
@@ -463,14 +436,6 @@ def tracing_and_jit() -> dict[str, Any]:
     }
 
 
-def refusal(make: Callable[[], Any]) -> dict[str, Any]:
-    try:
-        make()
-    except Exception as err:
-        return {"type": type(err).__name__, "message": str(err)}
-    return {"type": None, "message": ""}
-
-
 @case("api")
 def refusals() -> dict[str, Any]:
     x, y = regression(70)
@@ -502,16 +467,7 @@ def refusals() -> dict[str, Any]:
 
 def run_group(group: str) -> dict[str, Any]:
     """Every case of ``group``: its measurements, or the error that stopped it."""
-    results: dict[str, Any] = {}
-    for name, fn in CASES[group].items():
-        began = time.perf_counter()
-        try:
-            results[name] = fn()
-        except Exception as err:  # recorded: the test names the case that failed
-            results[name] = {"error": f"{type(err).__name__}: {err}"[:2000]}
-            traceback.print_exc()
-        print(f"{name}: {time.perf_counter() - began:.1f} s", file=sys.stderr)
-    return results
+    return CASES[group].run()
 
 
 def main(groups: list[str]) -> None:

@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -27,16 +24,12 @@ import _devices
 import keras
 import numpy as np
 import tensorflow as tf
+from _cases import Cases, largest, refusal, values
 
 import gradfit as gf
 
 STRATEGY = _devices.STRATEGY
-CASES: dict[str, Callable[[], dict[str, Any]]] = {}
-
-
-def case(fn: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
-    CASES[fn.__name__] = fn
-    return fn
+case = Cases()  # (@case registers one)
 
 
 def classes(n: int, num_classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -47,17 +40,6 @@ def classes(n: int, num_classes: int, seed: int = 0) -> tuple[np.ndarray, np.nda
     if num_classes == 1:
         return x, (scores > 0).astype(np.float32)
     return x, scores.argmax(axis=1).astype(np.int32)
-
-
-def largest(a: Any, b: Any) -> float:
-    """The largest absolute difference of two equally long lists of arrays (or numbers)."""
-    assert len(a) == len(b), (len(a), len(b))
-    pairs = zip(a, b, strict=True)
-    return max(float(np.max(np.abs(np.asarray(p, np.float64) - np.asarray(q)))) for p, q in pairs)
-
-
-def values(trainer: gf.Trainer) -> list[np.ndarray]:
-    return [np.asarray(var.numpy()) for var in trainer.task.state_variables()]
 
 
 class Steps(gf.Callback):
@@ -355,14 +337,6 @@ class NoRunningLogs(MeanLoss):
         return {}
 
 
-def refusal(make: Callable[[], Any]) -> dict[str, Any]:
-    try:
-        make()
-    except Exception as err:
-        return {"type": type(err).__name__, "message": str(err)}
-    return {"type": None, "message": ""}
-
-
 @case
 def refusals() -> dict[str, Any]:
     rng = np.random.default_rng(7)
@@ -384,16 +358,7 @@ def refusals() -> dict[str, Any]:
 
 def results() -> dict[str, Any]:
     """Every case's measurements, or the error that stopped it."""
-    found: dict[str, Any] = {}
-    for name, fn in CASES.items():
-        began = time.perf_counter()
-        try:
-            found[name] = fn()
-        except Exception as err:  # recorded: the test names the case that failed
-            found[name] = {"error": f"{type(err).__name__}: {err}"[:2000]}
-            traceback.print_exc()
-        print(f"{name}: {time.perf_counter() - began:.1f} s", file=sys.stderr)
-    return found
+    return case.run()
 
 
 def main() -> None:
