@@ -171,13 +171,18 @@ def reduce_gradients(gradients: Sequence[Any]) -> list[Any]:
     context = replica_context()
     if context is None:
         return list(gradients)
-    done = [_reduced_value(g) for g in gradients]
-    missing = [g for g, r in zip(gradients, done, strict=True) if r is None]
-    extra = iter(_all_reduced(context, missing) if missing else [])
-    reduced = [next(extra) if r is None else r for r in done]
+    reduced = _reduced(context, gradients)
     if _local.share is not None:  # (gradfit's step: kept for global_gradients)
         _local.reduced += tuple(zip(gradients, reduced, strict=True))
     return reduced
+
+
+def _reduced(context: Any, gradients: Sequence[Any]) -> list[tf.Tensor]:
+    """Every gradient's all-reduced value: this step's, else from one collective for the rest."""
+    done = [_reduced_value(g) for g in gradients]
+    missing = [g for g, r in zip(gradients, done, strict=True) if r is None]
+    extra = iter(_all_reduced(context, missing) if missing else [])
+    return [next(extra) if r is None else r for r in done]
 
 
 def _reduced_value(gradient: Any) -> tf.Tensor | None:
@@ -205,12 +210,7 @@ def global_gradients(gradients: Sequence[Any]) -> list[Any]:
     gradients as they are.
     """
     context = replica_context()
-    if context is None:
-        return list(gradients)
-    found = [_reduced_value(g) for g in gradients]
-    missing = [g for g, r in zip(gradients, found, strict=True) if r is None]
-    extra = iter(_all_reduced(context, missing) if missing else [])
-    return [next(extra) if r is None else r for r in found]
+    return list(gradients) if context is None else _reduced(context, gradients)
 
 
 def for_summing(gradients: Sequence[Any]) -> list[Any]:
