@@ -201,11 +201,11 @@ class ArrayEpoch:
             int(np.prod(t.shape[1:], dtype=np.int64)) * t.dtype.size for t in data.arrays
         )
         # Small shuffled batches are copied into the epoch's order a block at a time, big
-        # ones gathered inside the loop (see loops.GATHER_IN_LOOP_BYTES).
-        # Under a strategy each replica's shard holds its rows in the epoch's order instead.
+        # ones gathered inside the loop (see loops.GATHER_IN_LOOP_BYTES). Under a strategy
+        # each replica's shard holds its rows in the epoch's order instead: neither.
+        reordered = self.shuffled and not run.loops.shards
         big = size * row_bytes >= loops.GATHER_IN_LOOP_BYTES
-        self.in_loop = self.shuffled and big and not run.loops.shards
-        self.blocked = self.shuffled and not self.in_loop and not run.loops.shards
+        self.in_loop, self.blocked = reordered and big, reordered and not big
         self.block = loops.block_steps(size, row_bytes, self.full) if self.blocked else self.full
         self.per_call = min(per_call or self.block, self.block)
         self.sizes = np.full(self.full + (1 if self.rest else 0), size, np.float64)
@@ -475,9 +475,8 @@ class DatasetEpoch:
             if info.every_step:  # (for a dataset of unknown length, also before its end)
                 callbacks.on_train_batch_begin(done)
             count = info.saves.chunk_end(done, done + self.per_call) - done
-            count = (
-                count if known is None else min(count, known - done)
-            )  # (no call past a known end)
+            if known is not None:  # (no call past a known end)
+                count = min(count, known - done)
             logs, batch_sizes, run_t, exhausted = self._call(iterator, count, epoch, done, counted)
             rows = logs.numpy()
             counted += len(rows)
