@@ -208,6 +208,10 @@ def reset(metrics: Mapping[str, Any]) -> None:
             metric.reset_state()
 
 
+_SUMMED_ON_READ = (tf.VariableSynchronization.ON_READ, tf.VariableAggregation.SUM)
+"""How a Keras metric's variables must be made to read summed over the replicas."""
+
+
 def replica_results(metrics: Mapping[str, Any], arg: str) -> dict[str, tf.Tensor]:
     """Every Keras metric's ``result()``, to read in cross-replica context (see the module).
 
@@ -237,9 +241,6 @@ def replica_results(metrics: Mapping[str, Any], arg: str) -> dict[str, tf.Tensor
                 )
         results[name] = metric.result()
     return results
-
-
-_SUMMED_ON_READ = (tf.VariableSynchronization.ON_READ, tf.VariableAggregation.SUM)
 
 
 def probe_copy(metric: Any) -> Callable[..., Any]:
